@@ -1,0 +1,146 @@
+"""Plugins: how a ``type:`` in a pipeline spec becomes a stage.
+
+Every source, transform, validator and sink type is a :class:`Plugin` published
+under a Python entry point group (``sluiceway.sources``, ``sluiceway.transforms``,
+``sluiceway.validators``, ``sluiceway.sinks``). A third-party package adds
+``type: my-system`` by publishing its own entry point; nothing in this repository
+changes. A plugin module must stay light: it holds the config model and a
+``build`` function that imports the heavy client library only when called.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import importlib.metadata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from sluiceway.core.errors import ConfigError, MissingExtraError
+
+__all__ = [
+    "GROUPS",
+    "KINDS",
+    "BuildContext",
+    "Kind",
+    "Plugin",
+    "Registry",
+    "StageConfig",
+    "default_registry",
+    "require",
+]
+
+Kind = Literal["source", "transform", "validator", "sink"]
+KINDS: tuple[Kind, ...] = ("source", "transform", "validator", "sink")
+GROUPS: dict[Kind, str] = {kind: f"sluiceway.{kind}s" for kind in KINDS}
+
+
+class StageConfig(BaseModel):
+    """Base of every stage's config model; subclasses narrow ``type`` to a Literal."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What a plugin's ``build`` needs beyond its own config."""
+
+    pipeline: str
+    base_dir: Path = field(default_factory=Path.cwd)
+    engine: str = "polars"
+    index: int = 0
+
+    def path(self, value: str) -> str:
+        """A local path relative to the spec file's folder; URIs (``s3://…``) unchanged."""
+        if "://" in value:
+            return value
+        candidate = Path(value).expanduser()
+        if not candidate.is_absolute():
+            candidate = self.base_dir / candidate
+        return str(candidate)
+
+
+@dataclass(frozen=True, slots=True)
+class Plugin:
+    """One ``type:`` of one kind of stage."""
+
+    kind: Kind
+    type: str
+    config: builtins.type[StageConfig]
+    build: Callable[[Any, BuildContext], Any]
+    summary: str = ""
+    extra: str | None = None
+
+
+def require(module: str, *, extra: str, what: str) -> ModuleType:
+    """Import an optional dependency or fail naming the ``pip install`` that brings it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(what, extra, module) from exc
+
+
+class Registry:
+    """Plugins by kind and type, fed by entry points (and :meth:`register` for code)."""
+
+    def __init__(self, plugins: Iterable[Plugin] = (), *, entry_points: bool = True) -> None:
+        self._plugins: dict[Kind, dict[str, Plugin]] = {kind: {} for kind in KINDS}
+        self._broken: dict[tuple[Kind, str], str] = {}
+        if entry_points:
+            self._load_entry_points()
+        for plugin in plugins:
+            self.register(plugin)
+
+    def _load_entry_points(self) -> None:
+        for kind, group in GROUPS.items():
+            for ep in importlib.metadata.entry_points(group=group):
+                try:
+                    plugin = ep.load()
+                except Exception as exc:
+                    self._broken[(kind, ep.name)] = f"{ep.value}: {exc!r}"
+                    continue
+                if not isinstance(plugin, Plugin) or plugin.kind != kind:
+                    self._broken[(kind, ep.name)] = f"{ep.value} is not a {kind} Plugin"
+                    continue
+                self._plugins[kind][plugin.type] = plugin
+
+    def register(self, plugin: Plugin) -> None:
+        self._plugins[plugin.kind][plugin.type] = plugin
+
+    def plugins(self, kind: Kind) -> list[Plugin]:
+        return sorted(self._plugins[kind].values(), key=lambda p: p.type)
+
+    def get(self, kind: Kind, type_: str) -> Plugin:
+        try:
+            return self._plugins[kind][type_]
+        except KeyError:
+            broken = self._broken.get((kind, type_))
+            if broken:
+                raise ConfigError(f"{kind} type {type_!r} failed to load: {broken}") from None
+            known = ", ".join(sorted(self._plugins[kind])) or "none"
+            raise ConfigError(
+                f"unknown {kind} type {type_!r} (known: {known}); a third-party type needs "
+                "its package installed"
+            ) from None
+
+    @property
+    def broken(self) -> dict[tuple[Kind, str], str]:
+        return dict(self._broken)
+
+
+_default: Registry | None = None
+
+
+def default_registry() -> Registry:
+    """The process-wide registry built from installed entry points."""
+    global _default  # noqa: PLW0603 - one lazily built registry per process
+    if _default is None:
+        _default = Registry()
+    return _default
