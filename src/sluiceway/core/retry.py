@@ -61,7 +61,7 @@ def call_with_retry(
         wait = tenacity.wait_fixed(policy.initial_delay) + tenacity.wait_random(0, policy.jitter)
     else:
         wait = tenacity.wait_exponential_jitter(
-            initial=policy.initial_delay, max=policy.max_delay, jitter=policy.jitter
+            multiplier=policy.initial_delay, max=policy.max_delay, jitter=policy.jitter
         )
     stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(policy.attempts)
     if policy.deadline is not None:

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.support import ListLoader
+
+
+@pytest.fixture
+def list_loader() -> ListLoader:
+    return ListLoader()
