@@ -55,14 +55,16 @@ def payload_hash(partition: str, n: int, payload: str) -> str:
 
 
 def _rows(partition: str, start: int, end: int, bad_every: int) -> dict[str, list[object]]:
-    ns = list(range(start, end))
-    payloads = [f"{partition}-{n}" for n in ns]
+    ns: list[object] = list(range(start, end))
+    payloads: list[object] = [f"{partition}-{n}" for n in range(start, end)]
     return {
         "partition": [partition] * len(ns),
         "n": ns,
         "payload": payloads,
-        "payload_hash": [payload_hash(partition, n, p) for n, p in zip(ns, payloads, strict=True)],
-        "amount": [-1 if bad_every and (n + 1) % bad_every == 0 else n % 1000 for n in ns],
+        "payload_hash": [payload_hash(partition, n, f"{partition}-{n}") for n in range(start, end)],
+        "amount": [
+            -1 if bad_every and (n + 1) % bad_every == 0 else n % 1000 for n in range(start, end)
+        ],
     }
 
 
