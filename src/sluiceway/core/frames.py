@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from sluiceway.core.stages import Frame
 
-__all__ = ["from_frame", "to_frame"]
+__all__ = ["from_frame", "normalize_large_types", "to_frame"]
 
 
 def to_frame(table: pa.Table, frame: Frame) -> Any:
@@ -44,7 +44,7 @@ def from_frame(data: Any) -> pa.Table:
         if isinstance(data, pl.LazyFrame):
             data = data.collect()
         if isinstance(data, pl.DataFrame):
-            return data.to_arrow()
+            return normalize_large_types(data.to_arrow())
     if module == "pandas":
         return pa.Table.from_pandas(data, preserve_index=False)
     if isinstance(data, list):
@@ -53,6 +53,31 @@ def from_frame(data: Any) -> pa.Table:
         f"a stage returned {type(data).__name__}; expected a pyarrow Table, a Polars or "
         "pandas DataFrame, or a list of records"
     )
+
+
+def _small(dtype: pa.DataType) -> pa.DataType:
+    if pa.types.is_large_string(dtype):
+        return pa.string()
+    if pa.types.is_large_binary(dtype):
+        return pa.binary()
+    if pa.types.is_large_list(dtype):
+        return pa.list_(pa.field(dtype.value_field.name, _small(dtype.value_type)))
+    if pa.types.is_struct(dtype):
+        return pa.struct([pa.field(f.name, _small(f.type), f.nullable) for f in dtype])
+    return dtype
+
+
+def normalize_large_types(table: pa.Table) -> pa.Table:
+    """Polars hands out ``large_string``/``large_list``; turn them back into the plain types.
+
+    Sources and sinks speak the plain types, and a schema check compares exact types,
+    so a Polars transform must not change ``string`` into ``large_string``.
+    """
+    schema = pa.schema(
+        [pa.field(f.name, _small(f.type), f.nullable, f.metadata) for f in table.schema],
+        metadata=table.schema.metadata,
+    )
+    return table if schema == table.schema else table.cast(schema)
 
 
 def _as_mapping(record: Any) -> Mapping[str, Any]:

@@ -488,7 +488,7 @@ class _Run:
             new = mask if dlq_mask is None else pc.and_not(mask, dlq_mask)
             new_idx = pc.indices_nonzero(new).to_pylist()
             col_values = (
-                visible.column(result.column).take(new_idx).to_pylist()
+                visible.column(result.column).take(pa.array(new_idx, pa.int64())).to_pylist()
                 if result.column and result.column in visible.column_names
                 else [None] * len(new_idx)
             )

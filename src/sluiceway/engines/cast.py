@@ -74,6 +74,18 @@ def _convert(arr: pa.Array, target: pa.DataType) -> pa.Array:
         naive = pc.cast(pc.if_else(has_offset, null, arr), pa.timestamp(target.unit), safe=True)
         local = pc.assume_timezone(naive, target.tz)
         return pc.coalesce(aware, pc.cast(local, target))
+    if pa.types.is_integer(arr.type) and pa.types.is_decimal(target):
+        # Arrow casts int64 only to decimals wide enough for any int64; go through one.
+        wide = pa.decimal128(38, target.scale)
+        return pc.cast(pc.cast(arr, wide, safe=True), target, safe=True)
+    if pa.types.is_floating(arr.type) and pa.types.is_decimal(target):
+        cast = pc.cast(arr, target, safe=True)
+        # Reject values the scale would round (1.234 -> 1.23), not float noise (0.1 + 0.2).
+        drift = pc.abs(pc.subtract(pc.cast(cast, pa.float64()), pc.cast(arr, pa.float64())))
+        tolerance = pc.add(pc.multiply(pc.abs(pc.cast(arr, pa.float64())), 1e-12), 1e-12)
+        if not pc.all(pc.fill_null(pc.less_equal(drift, tolerance), True)).as_py():
+            raise pa.ArrowInvalid("value would be rounded to fit the decimal scale")
+        return cast
     return pc.cast(arr, target, safe=True)
 
 
