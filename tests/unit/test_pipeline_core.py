@@ -513,3 +513,38 @@ class IdBelowAmount(BaseValidator[pa.Table]):
 class _Unused(BaseLoader[dict]):
     def load(self, batch: Batch) -> LoadResult | None:  # pragma: no cover
         return None
+
+
+def test_refused_rows_are_durable_before_the_sink_commits(tmp_path: Path) -> None:
+    """The sink commits only after its refused rows are in the DLQ; a failed commit retries all."""
+    order: list[str] = []
+
+    class TwoPhase(ListLoader):
+        def __init__(self) -> None:
+            super().__init__()
+            self.commit_failures = 1
+
+        def load(self, batch: Batch) -> LoadResult | None:
+            order.append("load")
+            return LoadResult(written=batch.num_rows - 1, rejected=[RowRejection(0, "null key")])
+
+        def commit(self, batch: Batch) -> None:
+            dlq_files = list((tmp_path / "dlq" / "twophase").glob("*.parquet"))
+            order.append(f"commit:{len(dlq_files)}")
+            if self.commit_failures:
+                self.commit_failures -= 1
+                raise TransientError("commit lost")
+
+        def abort(self, batch: Batch) -> None:
+            order.append("abort")
+
+    metrics = Pipeline(
+        "twophase", RangeExtractor(5, 5), [], [], TwoPhase(), retry=FAST_RETRY, home=tmp_path
+    ).run()
+    assert order == ["load", "commit:1", "abort", "load", "commit:1"]
+    assert metrics.written == 4
+    assert metrics.dead_lettered == 1
+    assert metrics.retries == 1
+    assert metrics.balanced
+    (entry,) = read_dead_letters(tmp_path / "dlq" / "twophase").to_pylist()
+    assert (entry["stage"], entry["error_message"], entry["attempt"]) == ("load", "null key", 2)

@@ -46,6 +46,7 @@ from sluiceway.core.errors import (
     AccountingError,
     DataError,
     FatalError,
+    SinkError,
     SluicewayError,
     ValidationFailedError,
 )
@@ -224,7 +225,13 @@ class _Run:
             for stage in stages:
                 stage.open()
                 opened.append(stage)
-            p.loader.open(SinkContext(pipeline=p.name, run_id=self.run_id))
+            sink_context = SinkContext(pipeline=p.name, run_id=self.run_id)
+            try:
+                call_with_retry(lambda: p.loader.open(sink_context), p.retry)
+            except RetryExhaustedError as exc:
+                raise SinkError(
+                    f"sink {p.loader.name!r} could not be opened: {exc.last}"
+                ) from exc.last
             opened.append(p.loader)
 
             self._replay_intents()
@@ -549,9 +556,16 @@ class _Run:
                 stats.sample.extend(result.sample[:room])
 
     def _load(self, batch: Batch) -> None:
+        """Load with retries: ``load`` → refused rows durably to the DLQ → ``commit``.
+
+        The sink commits only after the rows it refused are in the DLQ; otherwise a
+        crash between the two would let a rerun skip the batch as loaded while those
+        rows never reached the DLQ.
+        """
         p, m = self.p, self.metrics
         started, t0 = time.time(), time.perf_counter()
         rows = batch.num_rows
+        attempt_no = 0
 
         def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
             m.retries += 1
@@ -567,15 +581,45 @@ class _Run:
                 attrs={"attempt": attempt, "delay": delay, "error_type": type(exc).__name__},
             )
 
+        def attempt() -> tuple[LoadResult, pa.Table | None, float]:
+            nonlocal attempt_no
+            attempt_no += 1
+            result = p.loader.load(batch)
+            outcome = result if result is not None else LoadResult(written=rows)
+            refused: pa.Table | None = None
+            dlq_seconds = 0.0
+            try:
+                if outcome.rejected:
+                    letters = DeadLetters(
+                        stage="load",
+                        rows=batch.data.take(
+                            pa.array([r.row_index for r in outcome.rejected], pa.int64())
+                        ),
+                        error_type=[r.error_type for r in outcome.rejected],
+                        error_message=[r.message for r in outcome.rejected],
+                        attempt=attempt_no,
+                    )
+                    refused = build_envelopes(
+                        batch, letters, pipeline=p.name, run_id=self.run_id
+                    )
+                    t_dlq = time.perf_counter()
+                    p.dlq.write(batch.seq, "load", refused)
+                    dlq_seconds = time.perf_counter() - t_dlq
+                p.loader.commit(batch)
+            except BaseException:
+                p.loader.abort(batch)
+                raise
+            return outcome, refused, dlq_seconds
+
         try:
-            result, attempts = call_with_retry(
-                lambda: p.loader.load(batch), p.retry, on_retry=on_retry
+            (outcome, refused, dlq_seconds), attempts = call_with_retry(
+                attempt, p.retry, on_retry=on_retry
             )
         except RetryExhaustedError as exc:
             self._load_failed(batch, exc.last, exc.attempts, started, t0)
             return
         except DataError as exc:
-            self._load_failed(batch, exc, 1, started, t0)
+            self._load_failed(batch, exc, attempt_no, started, t0)
             return
         except SluicewayError:
             raise
@@ -584,11 +628,10 @@ class _Run:
                 f"sink {p.loader.name!r} raised an unclassified error: {exc!r}"
             ) from exc
 
-        outcome = result if result is not None else LoadResult(written=rows)
         m.written += outcome.written
         p.loader.records_written += outcome.written
         seconds = time.perf_counter() - t0
-        m.add_stage_time("load", seconds, rows)
+        m.add_stage_time("load", seconds - dlq_seconds, rows)
         self._emit(
             EventKind.BATCH_LOADED,
             seq=batch.seq,
@@ -599,18 +642,8 @@ class _Run:
             seconds=seconds,
             attrs={"attempts": attempts, "rejected": len(outcome.rejected)},
         )
-        if outcome.rejected:
-            idx = [r.row_index for r in outcome.rejected]
-            self._dead_letter(
-                batch,
-                DeadLetters(
-                    stage="load",
-                    rows=batch.data.take(idx),
-                    error_type=[r.error_type for r in outcome.rejected],
-                    error_message=[r.message for r in outcome.rejected],
-                    attempt=attempts,
-                ),
-            )
+        if refused is not None:
+            self._account_dead_letters(batch, "load", refused, started, dlq_seconds)
 
     def _load_failed(
         self, batch: Batch, error: BaseException, attempts: int, started: float, t0: float
@@ -652,7 +685,12 @@ class _Run:
     def _write_dead_letters(self, batch: Batch, stage: str, entries: pa.Table) -> None:
         started, t0 = time.time(), time.perf_counter()
         self.p.dlq.write(batch.seq, stage, entries)
-        seconds = time.perf_counter() - t0
+        self._account_dead_letters(batch, stage, entries, started, time.perf_counter() - t0)
+
+    def _account_dead_letters(
+        self, batch: Batch, stage: str, entries: pa.Table, started: float, seconds: float
+    ) -> None:
+        """Count rows that are durably in the DLQ, and tell subscribers."""
         self.metrics.add_stage_time("dlq", seconds, entries.num_rows)
         by_rule: dict[str | None, int] = {}
         for rule in entries.column("rule").to_pylist():

@@ -209,6 +209,19 @@ class BaseLoader(ABC, Generic[T]):
         refuses individually go in ``LoadResult.rejected`` and are dead-lettered.
         """
 
+    def commit(self, batch: Batch) -> None:
+        """Make the batch ``load`` wrote durable.
+
+        The runner calls it after ``load`` returned and after the rows ``load``
+        refused are durably in the DLQ. A sink that refuses rows must commit here,
+        not in ``load``: otherwise a crash between its commit and the DLQ write
+        would let a rerun skip the batch as loaded while the refused rows are lost.
+        A sink that never refuses rows may commit in ``load`` and leave this empty.
+        """
+
+    def abort(self, batch: Batch) -> None:
+        """Undo an uncommitted ``load`` (called when the DLQ write or ``commit`` failed)."""
+
     def finish(self) -> None:
         """The run succeeded: publish what it staged (e.g. swap a replaced table)."""
 
