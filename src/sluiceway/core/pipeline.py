@@ -599,9 +599,7 @@ class _Run:
                         error_message=[r.message for r in outcome.rejected],
                         attempt=attempt_no,
                     )
-                    refused = build_envelopes(
-                        batch, letters, pipeline=p.name, run_id=self.run_id
-                    )
+                    refused = build_envelopes(batch, letters, pipeline=p.name, run_id=self.run_id)
                     t_dlq = time.perf_counter()
                     p.dlq.write(batch.seq, "load", refused)
                     dlq_seconds = time.perf_counter() - t_dlq
