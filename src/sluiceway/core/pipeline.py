@@ -569,9 +569,6 @@ class _Run:
 
         def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
             m.retries += 1
-            self._log.warning(
-                "load_retry", seq=batch.seq, attempt=attempt, delay=round(delay, 3), error=str(exc)
-            )
             self._emit(
                 EventKind.LOAD_RETRIED,
                 seq=batch.seq,

@@ -1,0 +1,204 @@
+"""From a validated spec to a runnable :class:`~sluiceway.core.Pipeline`.
+
+Each stage is built by its plugin's ``build(config, BuildContext)``; the DLQ, the
+state store and the retry policy come from the spec's own sections. Paths in the
+spec are relative to the spec file's folder (``base_dir``); ``SLUICEWAY_HOME``
+overrides the spec's ``home``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sluiceway.config.settings import Settings
+from sluiceway.config.spec import PipelineSpec
+from sluiceway.core.dlq import LocalParquetDLQ
+from sluiceway.core.errors import ConfigError, SluicewayError
+from sluiceway.core.events import Hook
+from sluiceway.core.pipeline import Pipeline
+from sluiceway.core.retry import RetryPolicy
+from sluiceway.core.stages import BaseExtractor, BaseLoader, BaseTransformer, BaseValidator
+from sluiceway.core.state import LocalStateStore
+from sluiceway.plugins import (
+    KINDS,
+    BuildContext,
+    Kind,
+    Plugin,
+    Registry,
+    StageConfig,
+    default_registry,
+)
+
+__all__ = [
+    "Locations",
+    "build_pipeline",
+    "build_stage",
+    "locate",
+    "registry_with",
+    "retry_policy",
+    "state_store",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Locations:
+    """Where a pipeline keeps its files on this machine."""
+
+    home: Path
+    dlq: Path
+    state: Path
+
+
+def _local(value: str, base: Path) -> Path:
+    if value.startswith("file://"):
+        value = value[len("file://") :]
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def locate(spec: PipelineSpec, base_dir: Path, settings: Settings | None = None) -> Locations:
+    """Resolve ``home``, the DLQ directory and the state directory of a spec."""
+    if settings is not None and settings.home:
+        home = _local(settings.home, Path.cwd())
+    else:
+        home = _local(spec.home, base_dir)
+    dlq = _local(spec.dlq.uri, base_dir) if spec.dlq.uri else home / "dlq" / spec.name
+    state = _local(spec.state.uri, base_dir) if spec.state.uri else home / "state"
+    return Locations(home=home, dlq=dlq, state=state)
+
+
+def state_store(
+    spec: PipelineSpec, base_dir: Path, settings: Settings | None = None
+) -> LocalStateStore:
+    """The spec's state store (only ``type: local`` exists so far)."""
+    return LocalStateStore(locate(spec, base_dir, settings).state, spec.name)
+
+
+def retry_policy(spec: PipelineSpec) -> RetryPolicy:
+    r = spec.retry
+    return RetryPolicy(
+        attempts=r.attempts,
+        backoff=r.backoff,
+        initial_delay=r.initial_delay,
+        max_delay=r.max_delay,
+        jitter=r.jitter,
+        deadline=r.deadline,
+    )
+
+
+_EXPECTED: dict[Kind, type] = {
+    "source": BaseExtractor,
+    "transform": BaseTransformer,
+    "validator": BaseValidator,
+    "sink": BaseLoader,
+}
+
+
+def build_stage(kind: Kind, config: StageConfig, context: BuildContext, registry: Registry) -> Any:
+    """Build one stage through its plugin, translating failures into :class:`ConfigError`."""
+    where = kind if kind in ("source", "sink") else f"{kind}s[{context.index}]"
+    plugin = registry.get(kind, config.type)
+    try:
+        stage = plugin.build(config, context)
+    except SluicewayError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{where} (type {config.type!r}) cannot be built: {exc}") from exc
+    expected = _EXPECTED[kind]
+    if not isinstance(stage, expected):
+        raise ConfigError(
+            f"{where}: plugin {config.type!r} built a {type(stage).__name__}, "
+            f"not a {expected.__name__}"
+        )
+    return stage
+
+
+def build_pipeline(
+    spec: PipelineSpec,
+    *,
+    base_dir: str | os.PathLike[str],
+    registry: Registry | None = None,
+    hooks: Sequence[Hook] = (),
+    limit: int | None = None,
+    settings: Settings | None = None,
+) -> Pipeline:
+    """A :class:`Pipeline` for ``spec``, its stages built by the registry's plugins.
+
+    Building opens nothing: stages connect in ``open()`` when the run starts. A
+    plugin that cannot build its stage (a missing extra, a bad reference) raises a
+    :class:`ConfigError` naming the stage.
+    """
+    registry = registry or default_registry()
+    base = Path(base_dir)
+
+    def context(index: int = 0) -> BuildContext:
+        return BuildContext(pipeline=spec.name, base_dir=base, engine=spec.engine, index=index)
+
+    places = locate(spec, base, settings)
+    return Pipeline(
+        spec.name,
+        build_stage("source", spec.source, context(), registry),
+        [build_stage("transform", t, context(i), registry) for i, t in enumerate(spec.transforms)],
+        [build_stage("validator", v, context(i), registry) for i, v in enumerate(spec.validators)],
+        build_stage("sink", spec.sink, context(), registry),
+        dlq=LocalParquetDLQ(places.dlq),
+        state=LocalStateStore(places.state, spec.name),
+        retry=retry_policy(spec),
+        prefetch=spec.prefetch,
+        hooks=hooks,
+        limit=limit,
+        home=places.home,
+    )
+
+
+def _import(module_name: str) -> Any:
+    """Import a module, also from the working directory (as ``python -m`` would)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        if exc.name is None or not module_name.startswith(exc.name) or cwd in sys.path:
+            raise
+        sys.path.insert(0, cwd)
+        return importlib.import_module(module_name)
+
+
+def _plugins_from(ref: str) -> Iterable[Plugin]:
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"SLUICEWAY_PLUGINS: {ref!r} is not of the form module:ATTRIBUTE")
+    try:
+        obj: Any = _import(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:
+        raise ConfigError(f"SLUICEWAY_PLUGINS: cannot load {ref!r}: {exc!r}") from exc
+    plugins = [obj] if isinstance(obj, Plugin) else list(obj) if isinstance(obj, Iterable) else []
+    if not plugins or not all(isinstance(p, Plugin) for p in plugins):
+        raise ConfigError(f"SLUICEWAY_PLUGINS: {ref!r} is not a Plugin or a list of Plugins")
+    return plugins
+
+
+def registry_with(refs: Sequence[str], base: Registry | None = None) -> Registry:
+    """The registry of installed entry points plus the plugins ``refs`` point to.
+
+    ``refs`` are ``module:ATTRIBUTE`` strings (from ``SLUICEWAY_PLUGINS``); with none,
+    ``base`` (default: the process-wide registry) is returned unchanged.
+    """
+    if not refs:
+        return base or default_registry()
+    registry = Registry()
+    if base is not None:
+        for kind in KINDS:
+            for plugin in base.plugins(kind):
+                registry.register(plugin)
+    for ref in refs:
+        for plugin in _plugins_from(ref):
+            registry.register(plugin)
+    return registry

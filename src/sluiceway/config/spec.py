@@ -1,0 +1,236 @@
+"""The pipeline spec as Pydantic models, with stage unions built from the plugin registry.
+
+:class:`PipelineSpec` holds what every spec has (``version``, ``name``, ``dlq``,
+``state``, ``retry``, ``engine`` …). Its stage fields are typed with the base
+:class:`~sluiceway.plugins.StageConfig`; :func:`spec_model` derives, per registry,
+a subclass whose ``source``, ``transforms``, ``validators`` and ``sink`` are unions
+discriminated on ``type`` over the registered plugins' config models. That derived
+model validates specs and produces the JSON Schema editors complete against, so a
+third-party plugin shows up in both without touching this module.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PydanticUserError,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+)
+
+from sluiceway.core.errors import ConfigError
+from sluiceway.plugins import KINDS, Kind, Plugin, Registry, StageConfig
+
+__all__ = [
+    "DLQSpec",
+    "Duration",
+    "PipelineSpec",
+    "RetrySpec",
+    "STAGE_FIELDS",
+    "StateSpec",
+    "parse_duration",
+    "plugin_problem",
+    "spec_json_schema",
+    "spec_model",
+]
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds from a number or a string like ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h30m"``.
+
+    Anything else is passed through for Pydantic to reject with its own message.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        parts = _PART.findall(text)
+        if parts and "".join(n + u for n, u in parts) == text:
+            return sum(float(n) * _UNITS[u] for n, u in parts)
+        raise ValueError(
+            f"invalid duration {value!r}: use seconds (30) or a number with a unit "
+            "(500ms, 30s, 5m, 1h, 1d)"
+        )
+    return value
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    Field(ge=0),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d)\s*)+$"},
+            ],
+            "description": "seconds, or a duration such as 500ms, 30s, 5m, 1h",
+        }
+    ),
+]
+"""A duration in seconds; accepts numbers or strings like ``"500ms"``, ``"5m"``, ``"1h"``."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetrySpec(_Section):
+    """``retry:`` — how transient load errors are retried (see ``RetryPolicy``)."""
+
+    attempts: int = Field(default=5, ge=1, description="tries in all, the first one included")
+    backoff: Literal["exponential", "fixed"] = "exponential"
+    initial_delay: Duration = 0.5
+    max_delay: Duration = 60.0
+    jitter: Duration = 0.5
+    deadline: Duration | None = Field(
+        default=None, description="give up once this much time has passed since the first try"
+    )
+
+
+class DLQSpec(_Section):
+    """``dlq:`` — where dead letters go; a local directory (default ``<home>/dlq/<name>``)."""
+
+    uri: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _local_only(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not value.startswith("file://"):
+            raise ValueError(
+                f"only local DLQ directories are supported so far, not {value.split('://')[0]}://"
+            )
+        return value
+
+
+class StateSpec(_Section):
+    """``state:`` — where checkpoints live (default ``<home>/state``)."""
+
+    type: Literal["local"] = "local"
+    uri: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _local_only(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not value.startswith("file://"):
+            raise ValueError("the local state store takes a local directory")
+        return value
+
+
+class PipelineSpec(BaseModel):
+    """A whole pipeline spec (``version: 1``).
+
+    The stage fields are typed with the base ``StageConfig`` here; the model
+    returned by :func:`spec_model` narrows them to the registered plugins' models.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = Field(description="spec format version; only 1 exists")
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="pipeline name: lowercase letters, digits, '-' and '_'",
+    )
+    source: StageConfig
+    transforms: list[StageConfig] = Field(default_factory=list)
+    validators: list[StageConfig] = Field(default_factory=list)
+    sink: StageConfig
+    dlq: DLQSpec = DLQSpec()
+    state: StateSpec = StateSpec()
+    retry: RetrySpec = RetrySpec()
+    engine: Literal["polars", "pandas", "duckdb"] = "polars"
+    prefetch: int = Field(
+        default=2, ge=1, description="batches extracted ahead of the one in flight"
+    )
+    home: str = Field(
+        default=".sluiceway", description="folder for default DLQ and state, relative to this file"
+    )
+
+
+#: Spec field → (plugin kind, whether the field is a list of stages).
+STAGE_FIELDS: dict[str, tuple[Kind, bool]] = {
+    "source": ("source", False),
+    "transforms": ("transform", True),
+    "validators": ("validator", True),
+    "sink": ("sink", False),
+}
+
+_CacheKey = tuple[tuple[Kind, tuple[type[StageConfig], ...]], ...]
+_cache: dict[_CacheKey, type[PipelineSpec]] = {}
+
+
+def _union(configs: tuple[type[StageConfig], ...]) -> Any:
+    if not configs:
+        # Nothing registered: the loader reports the unknown type before validating.
+        return StageConfig
+    return Annotated[Union[configs], Field(discriminator="type")]  # noqa: UP007
+
+
+def plugin_problem(plugin: Plugin) -> str | None:
+    """Why a plugin's config model cannot join the spec (None when it can).
+
+    Such a plugin is left out of the spec model, so one broken third-party package
+    does not stop every other pipeline; a spec that uses it gets this message.
+    """
+    field = plugin.config.model_fields.get("type")
+    annotation = field.annotation if field is not None else None
+    if typing.get_origin(annotation) is Literal and typing.get_args(annotation) == (plugin.type,):
+        return None
+    return (
+        f"the {plugin.kind} plugin {plugin.type!r} is broken: its config model "
+        f"{plugin.config.__name__} must declare type: Literal[{plugin.type!r}]"
+    )
+
+
+def spec_model(registry: Registry) -> type[PipelineSpec]:
+    """The :class:`PipelineSpec` subclass whose stage fields accept the registry's types."""
+    key: _CacheKey = tuple(
+        (kind, tuple(p.config for p in registry.plugins(kind) if plugin_problem(p) is None))
+        for kind in KINDS
+    )
+    cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    unions = {kind: _union(configs) for kind, configs in key}
+    fields: dict[str, Any] = {}
+    for name, (kind, many) in STAGE_FIELDS.items():
+        base = PipelineSpec.model_fields[name]
+        if many:
+            items: Any = list.__class_getitem__(unions[kind])
+            fields[name] = (items, Field(default_factory=list, description=base.description))
+        else:
+            fields[name] = (unions[kind], Field(description=base.description))
+    try:
+        model = create_model("PipelineSpec", __base__=PipelineSpec, **fields)
+    except PydanticUserError as exc:
+        raise ConfigError(f"the registered plugins do not form a valid spec model: {exc}") from exc
+    model.__doc__ = PipelineSpec.__doc__
+    _cache[key] = model
+    return model
+
+
+def spec_json_schema(registry: Registry) -> dict[str, Any]:
+    """The JSON Schema of a pipeline spec, listing every registered ``type:``."""
+    schema = spec_model(registry).model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "sluiceway pipeline spec",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }
