@@ -20,20 +20,17 @@ from __future__ import annotations
 
 import itertools
 import os
-import queue
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import structlog
 
-from sluiceway.core.batch import Batch, PartitionSpan
+from sluiceway.core.batch import Batch, drop_hidden
 from sluiceway.core.crash import crash_point
 from sluiceway.core.dlq import (
     DeadLetterQueue,
@@ -48,14 +45,15 @@ from sluiceway.core.errors import (
     FatalError,
     SinkError,
     SluicewayError,
-    ValidationFailedError,
 )
 from sluiceway.core.events import EventBus, EventKind, Hook, StageEvent
-from sluiceway.core.frames import from_frame, to_frame
+from sluiceway.core.frames import to_frame
 from sluiceway.core.lineage import run_transform
 from sluiceway.core.metrics import PipelineMetrics, RuleStats
-from sluiceway.core.report import OnFail, RuleResult
+from sluiceway.core.prefetch import Prefetcher
+from sluiceway.core.report import RuleResult
 from sluiceway.core.retry import RetryExhaustedError, RetryPolicy, call_with_retry
+from sluiceway.core.routing import route_report
 from sluiceway.core.stages import (
     BaseExtractor,
     BaseLoader,
@@ -84,21 +82,6 @@ class RunFailedError(SluicewayError):
 def new_run_id() -> str:
     """A time-ordered run id: UTC timestamp plus random suffix."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
-
-
-@dataclass(slots=True)
-class _Extracted:
-    batch: Batch
-    seconds: float
-    started: float
-
-
-@dataclass(slots=True)
-class _ExtractFailed:
-    error: BaseException
-
-
-_DONE = object()
 
 
 class Pipeline:
@@ -280,25 +263,11 @@ class _Run:
             self._process(batch, extract_seconds=0.0, started=time.time(), replay=True)
 
     def _consume(self, context: SourceContext) -> None:
-        items: queue.Queue[object] = queue.Queue(maxsize=self.p.prefetch)
-        producer = threading.Thread(
-            target=self._produce,
-            args=(context, items),
-            name=f"sluiceway-extract-{self.p.name}",
-            daemon=True,
-        )
-        producer.start()
+        prefetcher = Prefetcher(self.p.extractor, context, self.p.prefetch)
         try:
-            while True:
-                item = items.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, _ExtractFailed):
-                    raise item.error
-                assert isinstance(item, _Extracted)
-                seq = self.state.next_seq
+            for item in prefetcher:
                 self._process(
-                    item.batch.sequenced(seq),
+                    item.batch.sequenced(self.state.next_seq),
                     extract_seconds=item.seconds,
                     started=item.started,
                     replay=False,
@@ -308,47 +277,7 @@ class _Run:
                 ):
                     break
         finally:
-            context.stop.set()
-            while producer.is_alive():
-                # Unblock a producer waiting on a full queue, then let it see the stop flag.
-                try:
-                    items.get_nowait()
-                except queue.Empty:
-                    producer.join(timeout=0.05)
-
-    def _produce(self, context: SourceContext, items: queue.Queue[object]) -> None:
-        def put(item: object) -> bool:
-            while not context.stop.is_set():
-                try:
-                    items.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        extractor = self.p.extractor
-        offset = _int_position(context.positions.get(extractor.name))
-        try:
-            iterator = iter(extractor.extract())
-            while not context.stop.is_set():
-                started = time.time()
-                t0 = time.perf_counter()
-                try:
-                    raw = next(iterator)
-                except StopIteration:
-                    break
-                batch = _as_batch(raw, extractor.name, offset)
-                if batch.num_rows == 0 and batch.num_rejected == 0 and not batch.positions:
-                    continue
-                span = batch.positions.get(extractor.name)
-                if span is not None and isinstance(span.end, int):
-                    offset = span.end
-                if not put(_Extracted(batch, time.perf_counter() - t0, started)):
-                    return
-        except BaseException as exc:
-            put(_ExtractFailed(exc))
-            return
-        put(_DONE)
+            prefetcher.close()
 
     # -- one batch ----------------------------------------------------------------
 
@@ -457,82 +386,50 @@ class _Run:
     ) -> pa.Table:
         stage = f"validate.{index}.{validator.name}"
         started, t0 = time.time(), time.perf_counter()
-        visible = data.drop_columns([c for c in data.column_names if c.startswith("_sluiceway_")])
+        visible = drop_hidden(data)
         try:
             report = validator.validate(to_frame(visible, validator.frame))
         except SluicewayError:
             raise
         except Exception as exc:
             raise FatalError(f"validator {validator.name!r} raised {exc!r}") from exc
-
-        dlq_mask: pa.BooleanArray | None = None
-        rules: list[str | None] = [None] * data.num_rows
-        columns: list[str | None] = [None] * data.num_rows
-        values: list[str | None] = [None] * data.num_rows
-        messages: list[str] = [""] * data.num_rows
-        for result in report.results:
-            on_fail: OnFail = "fail" if validator.fail_on_error else result.on_fail
-            self._record_rule(validator.name, result, on_fail)
-            if result.passed:
-                continue
-            if on_fail == "fail":
-                raise ValidationFailedError(
-                    validator.name, result.rule, result.failed, result.sample
-                )
-            mask = result.failed_mask
-            if mask is None:
-                mask = pa.array([True] * data.num_rows, type=pa.bool_())
-            if on_fail == "warn":
-                self.metrics.warned += result.failed
-                self._emit(
-                    EventKind.VALIDATION_WARNED,
-                    seq=batch.seq,
-                    stage=stage,
-                    rows_in=result.failed,
-                    attrs={"rule": result.rule, "message": result.message},
-                )
-                continue
-            new = mask if dlq_mask is None else pc.and_not(mask, dlq_mask)
-            new_idx = pc.indices_nonzero(new).to_pylist()
-            col_values = (
-                visible.column(result.column).take(pa.array(new_idx, pa.int64())).to_pylist()
-                if result.column and result.column in visible.column_names
-                else [None] * len(new_idx)
+        try:
+            routing = route_report(
+                report,
+                data,
+                visible,
+                stage=stage,
+                validator=validator.name,
+                fail_on_error=validator.fail_on_error,
             )
-            for i, value in zip(new_idx, col_values, strict=True):
-                rules[i] = result.rule
-                columns[i] = result.column
-                values[i] = None if value is None else str(value)
-                messages[i] = result.message or f"rule {result.rule} failed"
-            dlq_mask = mask if dlq_mask is None else pc.or_(dlq_mask, mask)
-
+        finally:
+            for result in report.results:
+                on_fail = "fail" if validator.fail_on_error else result.on_fail
+                self._record_rule(validator.name, result, on_fail)
+        for result in routing.warned:
+            self.metrics.warned += result.failed
+            self._emit(
+                EventKind.VALIDATION_WARNED,
+                seq=batch.seq,
+                stage=stage,
+                rows_in=result.failed,
+                attrs={"rule": result.rule, "message": result.message},
+            )
         seconds = time.perf_counter() - t0
         self.metrics.add_stage_time(stage, seconds, data.num_rows)
-        kept = data
-        if dlq_mask is not None and pc.any(dlq_mask).as_py():
-            idx = pc.indices_nonzero(dlq_mask).to_pylist()
-            letters = DeadLetters(
-                stage=stage,
-                rows=data.take(idx),
-                error_type="ValidationFailed",
-                error_message=[messages[i] for i in idx],
-                rule=[rules[i] for i in idx],
-                column=[columns[i] for i in idx],
-                value=[values[i] for i in idx],
-            )
-            kept = data.filter(pc.invert(dlq_mask))
-            self._dead_letter(batch, letters)
+        if routing.letters is not None:
+            self._dead_letter(batch, routing.letters)
         self._emit(
             EventKind.BATCH_VALIDATED,
             seq=batch.seq,
             stage=stage,
             rows_in=data.num_rows,
-            rows_out=kept.num_rows,
+            rows_out=routing.kept.num_rows,
             started=started,
             seconds=seconds,
             attrs={"rules": len(report.results)},
         )
-        return kept
+        return routing.kept
 
     def _record_rule(self, validator: str, result: RuleResult, on_fail: str) -> None:
         key = f"{validator}:{result.rule}"
@@ -712,16 +609,3 @@ class _Run:
         t0 = time.perf_counter()
         self.version = self.p.state.commit(self.state, self.version)
         self.metrics.add_stage_time("state", time.perf_counter() - t0)
-
-
-def _int_position(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _as_batch(raw: object, partition: str, offset: int) -> Batch:
-    """Wrap what a simple extractor yielded (Arrow or records) with row-count positions."""
-    if isinstance(raw, Batch):
-        return raw
-    table = from_frame(raw)
-    n = table.num_rows
-    return Batch.from_source(table, {partition: PartitionSpan(offset, offset + n, n)})
