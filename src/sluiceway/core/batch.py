@@ -11,7 +11,9 @@ Rows of a batch are grouped by source partition, in the order of
 
 from __future__ import annotations
 
+import array
 import bisect
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -29,6 +31,7 @@ __all__ = [
     "META_RAW",
     "ROW_ID",
     "Batch",
+    "arange",
     "PartitionSpan",
     "Position",
     "drop_hidden",
@@ -60,6 +63,25 @@ class PartitionSpan:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PartitionSpan:
         return cls(start=data["start"], end=data["end"], rows=int(data["rows"]))
+
+
+_arange_lock = threading.Lock()
+_arange_cache: pa.Array | None = None
+
+
+def arange(n: int) -> pa.Array:
+    """``0 .. n-1`` as int64, a zero-copy slice of a cached buffer (no per-row Python)."""
+    global _arange_cache  # noqa: PLW0603 - a grow-only cache shared by all batches
+    cache = _arange_cache
+    if cache is None or len(cache) < n:
+        with _arange_lock:
+            cache = _arange_cache
+            if cache is None or len(cache) < n:
+                size = max(n, 2 * (len(cache) if cache is not None else 0), 1024)
+                buffer = pa.py_buffer(array.array("q", range(size)))
+                cache = pa.Array.from_buffers(pa.int64(), size, [None, buffer])
+                _arange_cache = cache
+    return cache.slice(0, n)
 
 
 def drop_hidden(table: pa.Table) -> pa.Table:
@@ -119,7 +141,7 @@ class Batch:
             raise ValueError(f"positions cover {covered} rows but the batch holds {n}")
         if meta is not None and meta.num_rows != n:
             raise ValueError(f"meta has {meta.num_rows} rows but the batch holds {n}")
-        table = table.append_column(ROW_ID, pa.array(range(n), type=pa.int64()))
+        table = table.append_column(ROW_ID, arange(n))
         return cls(
             data=table,
             seq=seq,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sluiceway.core.batch import arange
 from sluiceway.engines.types import type_name
 
 __all__ = ["CastFailure", "CastResult", "checked_cast"]
@@ -74,6 +75,16 @@ def _convert(arr: pa.Array, target: pa.DataType) -> pa.Array:
         naive = pc.cast(pc.if_else(has_offset, null, arr), pa.timestamp(target.unit), safe=True)
         local = pc.assume_timezone(naive, target.tz)
         return pc.coalesce(aware, pc.cast(local, target))
+    if _is_text(arr.type) and pa.types.is_time(target):
+        import polars as pl
+
+        series = pl.from_arrow(arr)
+        assert isinstance(series, pl.Series)
+        try:
+            parsed = series.str.to_time(strict=True)
+        except pl.exceptions.PolarsError as exc:
+            raise pa.ArrowInvalid(str(exc)) from exc
+        return pc.cast(parsed.to_arrow(), target)
     if pa.types.is_integer(arr.type) and pa.types.is_decimal(target):
         # Arrow casts int64 only to decimals wide enough for any int64; go through one.
         wide = pa.decimal128(38, target.scale)
@@ -146,7 +157,7 @@ def _cast_column(arr: pa.Array, target: pa.DataType) -> tuple[pa.Array | None, p
             flagged = pc.indices_nonzero(bad)
             confirmed = _scalar_bad_mask(arr.take(flagged), target)
             rows = pc.filter(flagged, confirmed)
-            mask = pc.is_in(pa.array(range(len(arr)), type=pa.uint64()), value_set=rows)
+            mask = pc.is_in(arange(len(arr)), value_set=pc.cast(rows, pa.int64()))
             return None, mask
     return None, _scalar_bad_mask(arr, target)
 
@@ -189,7 +200,13 @@ def checked_cast(table: pa.Table, types: Mapping[str, pa.DataType]) -> CastResul
         if values is not None:
             column = pc.filter(values, keep)
         else:
-            column = _convert(out.column(name).combine_chunks(), target)
+            kept = out.column(name).combine_chunks()
+            # Only nulls may remain when no value of this column fits the type at all.
+            column = (
+                _convert(kept, target)
+                if kept.null_count < len(kept)
+                else pa.nulls(len(kept), type=target)
+            )
         out = out.set_column(out.column_names.index(name), name, column)
     rows = sorted(first_bad)
     failures = [

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sluiceway.core.batch import arange
 from sluiceway.core.errors import ConfigError
 from sluiceway.core.report import OnFail, RuleResult, ValidationReport
 from sluiceway.core.stages import BaseValidator
@@ -264,7 +265,7 @@ def _not_null(rule: ExpectationRule, values: pa.Array, where: str) -> tuple[pa.A
 
 def _unique(rule: ExpectationRule, values: pa.Array, where: str) -> tuple[pa.Array, str]:
     n = len(values)
-    positions = pa.array(range(n), type=pa.int64())
+    positions = arange(n)
     firsts = (
         pa.table({"v": values, "i": positions})
         .group_by("v", use_threads=False)
@@ -370,7 +371,7 @@ def _type(rule: ExpectationRule, values: pa.Array, where: str) -> tuple[pa.Array
     target = parse_type(rule.type)
     result = checked_cast(pa.table({"v": values}), {"v": target})
     bad = pa.array(result.bad_rows, type=pa.int64())
-    mask = pc.is_in(pa.array(range(len(values)), type=pa.int64()), value_set=bad)
+    mask = pc.is_in(arange(len(values)), value_set=bad)
     return mask, f"{rule.column} does not fit {type_name(target)}"
 
 
