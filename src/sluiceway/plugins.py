@@ -1,8 +1,9 @@
-"""Plugins: how a ``type:`` in a pipeline spec becomes a stage.
+"""Plugins: how a ``type:`` in a pipeline spec becomes a stage, a state store or a DLQ.
 
-Every source, transform, validator and sink type is a :class:`Plugin` published
-under a Python entry point group (``sluiceway.sources``, ``sluiceway.transforms``,
-``sluiceway.validators``, ``sluiceway.sinks``). A third-party package adds
+Every source, transform, validator and sink type, state store and dead-letter
+queue is a :class:`Plugin` published under a Python entry point group
+(``sluiceway.sources``, ``sluiceway.transforms``, ``sluiceway.validators``,
+``sluiceway.sinks``, ``sluiceway.state_stores``, ``sluiceway.dlqs``). A third-party package adds
 ``type: my-system`` by publishing its own entry point; nothing in this repository
 changes. A plugin module must stay light: it holds the config model and a
 ``build`` function that imports the heavy client library only when called.
@@ -35,9 +36,16 @@ __all__ = [
     "require",
 ]
 
-Kind = Literal["source", "transform", "validator", "sink"]
-KINDS: tuple[Kind, ...] = ("source", "transform", "validator", "sink")
-GROUPS: dict[Kind, str] = {kind: f"sluiceway.{kind}s" for kind in KINDS}
+Kind = Literal["source", "transform", "validator", "sink", "state", "dlq"]
+KINDS: tuple[Kind, ...] = ("source", "transform", "validator", "sink", "state", "dlq")
+GROUPS: dict[Kind, str] = {
+    "source": "sluiceway.sources",
+    "transform": "sluiceway.transforms",
+    "validator": "sluiceway.validators",
+    "sink": "sluiceway.sinks",
+    "state": "sluiceway.state_stores",
+    "dlq": "sluiceway.dlqs",
+}
 
 
 class StageConfig(BaseModel):
@@ -56,6 +64,8 @@ class BuildContext:
     base_dir: Path = field(default_factory=Path.cwd)
     engine: str = "polars"
     index: int = 0
+    home: Path | None = None
+    """Folder for the pipeline's own files (default DLQ and state), already resolved."""
 
     def path(self, value: str) -> str:
         """A local path relative to the spec file's folder; URIs (``s3://…``) unchanged."""
@@ -93,6 +103,10 @@ class Registry:
     def __init__(self, plugins: Iterable[Plugin] = (), *, entry_points: bool = True) -> None:
         self._plugins: dict[Kind, dict[str, Plugin]] = {kind: {} for kind in KINDS}
         self._broken: dict[tuple[Kind, str], str] = {}
+        from sluiceway.config.stores import BUILTIN_STORES
+
+        for builtin in BUILTIN_STORES:
+            self.register(builtin)
         if entry_points:
             self._load_entry_points()
         for plugin in plugins:

@@ -291,14 +291,22 @@ def test_build_pipeline_runs_with_paths_relative_to_the_spec(tmp_path: Path) -> 
 def test_locations_honour_spec_paths_and_the_home_setting(tmp_path: Path) -> None:
     text = GOOD + "dlq: {uri: dead}\nstate: {uri: /abs/state}\nhome: h\n"
     spec, base_dir = load_spec(write(tmp_path, text), registry(), env={"TEST_DSN": "x"})
-    places = locate(spec, base_dir)
+    places = locate(spec, base_dir, registry=registry())
     assert places.home == tmp_path.resolve() / "h"
-    assert places.dlq == tmp_path.resolve() / "dead"
-    assert places.state == Path("/abs/state")
+    assert places.dlq == str(tmp_path.resolve() / "dead")
+    assert places.state == str(Path("/abs/state") / "orders-to-file.state.json")
     plain, _ = load_spec(write(tmp_path, GOOD, "p2.yaml"), registry(), env={"TEST_DSN": "x"})
-    moved = locate(plain, base_dir, Settings(home=str(tmp_path / "elsewhere")))
-    assert moved.dlq == tmp_path / "elsewhere" / "dlq" / "orders-to-file"
-    assert moved.state == tmp_path / "elsewhere" / "state"
+    moved = locate(plain, base_dir, Settings(home=str(tmp_path / "elsewhere")), registry())
+    assert moved.dlq == str(tmp_path / "elsewhere" / "dlq" / "orders-to-file")
+    assert moved.state == str(tmp_path / "elsewhere" / "state" / "orders-to-file.state.json")
+
+
+def test_store_types_come_from_the_uri_scheme(tmp_path: Path) -> None:
+    text = GOOD + "dlq: {uri: 's3://lake/_dlq'}\n"
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, text), registry(), env={"TEST_DSN": "x"})
+    assert "unknown dlq type 's3'" in str(info.value)
+    assert "known: local" in str(info.value)
 
 
 def test_a_missing_extra_is_a_config_error_naming_the_install(tmp_path: Path) -> None:

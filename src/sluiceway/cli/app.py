@@ -219,7 +219,7 @@ def run(
         configure_logging(level, log_format or settings.log_format)
         registry = registry_with(settings.plugin_refs)
         spec, base_dir = load_spec(spec_path, registry)
-        places = locate(spec, base_dir, settings)
+        places = locate(spec, base_dir, settings, registry)
         progress = RunProgress(err, spec.name, enabled=show)
         pipeline = build_pipeline(
             spec,
@@ -280,7 +280,7 @@ def validate(spec_path: SpecPath) -> None:
         spec, base_dir = load_spec(spec_path, registry)
     except Exception as exc:
         raise _fail(err, exc) from None
-    places = locate(spec, base_dir, settings)
+    places = locate(spec, base_dir, settings, registry)
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column("key", style="dim")
     table.add_column("value")
@@ -333,7 +333,7 @@ def state_show(
     try:
         settings, registry = _setup()
         spec, base_dir = load_spec(spec_path, registry)
-        store = state_store(spec, base_dir, settings)
+        store = state_store(spec, base_dir, settings, registry)
         current, version = store.read()
     except Exception as exc:
         raise _fail(err, exc) from None
@@ -355,7 +355,7 @@ def state_reset(
     try:
         settings, registry = _setup()
         spec, base_dir = load_spec(spec_path, registry)
-        store = state_store(spec, base_dir, settings)
+        store = state_store(spec, base_dir, settings, registry)
     except Exception as exc:
         raise _fail(err, exc) from None
     if not yes:
@@ -367,9 +367,9 @@ def state_reset(
         raise typer.Exit(ExitCode.CONFIG_ERROR)
     try:
         with store.lock("state-reset"):
-            existed = store.path.exists()
-            store.path.unlink(missing_ok=True)
+            existed = store.reset()
     except Exception as exc:
         raise _fail(err, exc) from None
-    message = f"deleted {store.path}" if existed else f"no state at {store.path}; nothing to reset"
+    where = store.describe()
+    message = f"deleted {where}" if existed else f"no state at {where}; nothing to reset"
     err.print(Text(message), soft_wrap=True)

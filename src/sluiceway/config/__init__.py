@@ -20,20 +20,20 @@ from sluiceway.config.interpolate import Interpolated, interpolate
 from sluiceway.config.loader import Problem, SpecError, format_path, load_spec, parse_spec
 from sluiceway.config.settings import LogFormat, LogLevel, Settings, load_settings
 from sluiceway.config.spec import (
-    DLQSpec,
     Duration,
     PipelineSpec,
     RetrySpec,
-    StateSpec,
     parse_duration,
     spec_json_schema,
     spec_model,
 )
+from sluiceway.config.stores import LocalDLQConfig, LocalStateConfig, infer_store_type
 
 __all__ = [
-    "DLQSpec",
     "Duration",
     "Interpolated",
+    "LocalDLQConfig",
+    "LocalStateConfig",
     "Locations",
     "LogFormat",
     "LogLevel",
@@ -42,10 +42,10 @@ __all__ = [
     "RetrySpec",
     "Settings",
     "SpecError",
-    "StateSpec",
     "build_pipeline",
     "build_stage",
     "format_path",
+    "infer_store_type",
     "interpolate",
     "load_settings",
     "load_spec",

@@ -18,13 +18,13 @@ from typing import Any
 
 from sluiceway.config.settings import Settings
 from sluiceway.config.spec import PipelineSpec
-from sluiceway.core.dlq import LocalParquetDLQ
+from sluiceway.core.dlq import DeadLetterQueue
 from sluiceway.core.errors import ConfigError, SluicewayError
 from sluiceway.core.events import Hook
 from sluiceway.core.pipeline import Pipeline
 from sluiceway.core.retry import RetryPolicy
 from sluiceway.core.stages import BaseExtractor, BaseLoader, BaseTransformer, BaseValidator
-from sluiceway.core.state import LocalStateStore
+from sluiceway.core.state import StateStore
 from sluiceway.plugins import (
     KINDS,
     BuildContext,
@@ -48,11 +48,11 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Locations:
-    """Where a pipeline keeps its files on this machine."""
+    """Where a pipeline keeps its files on this machine (as the stores describe themselves)."""
 
     home: Path
-    dlq: Path
-    state: Path
+    dlq: str
+    state: str
 
 
 def _local(value: str, base: Path) -> Path:
@@ -62,22 +62,49 @@ def _local(value: str, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def locate(spec: PipelineSpec, base_dir: Path, settings: Settings | None = None) -> Locations:
-    """Resolve ``home``, the DLQ directory and the state directory of a spec."""
+def _home(spec: PipelineSpec, base_dir: Path, settings: Settings | None) -> Path:
     if settings is not None and settings.home:
-        home = _local(settings.home, Path.cwd())
-    else:
-        home = _local(spec.home, base_dir)
-    dlq = _local(spec.dlq.uri, base_dir) if spec.dlq.uri else home / "dlq" / spec.name
-    state = _local(spec.state.uri, base_dir) if spec.state.uri else home / "state"
-    return Locations(home=home, dlq=dlq, state=state)
+        return _local(settings.home, Path.cwd())
+    return _local(spec.home, base_dir)
+
+
+def _context(
+    spec: PipelineSpec, base_dir: Path, settings: Settings | None, index: int = 0
+) -> BuildContext:
+    return BuildContext(
+        pipeline=spec.name,
+        base_dir=base_dir,
+        engine=spec.engine,
+        index=index,
+        home=_home(spec, base_dir, settings),
+    )
+
+
+def locate(
+    spec: PipelineSpec,
+    base_dir: Path,
+    settings: Settings | None = None,
+    registry: Registry | None = None,
+) -> Locations:
+    """Resolve ``home`` and describe where the DLQ and the state store keep their data."""
+    registry = registry or default_registry()
+    ctx = _context(spec, base_dir, settings)
+    dlq = build_stage("dlq", spec.dlq, ctx, registry)
+    state = build_stage("state", spec.state, ctx, registry)
+    assert ctx.home is not None
+    return Locations(home=ctx.home, dlq=dlq.describe(), state=state.describe())
 
 
 def state_store(
-    spec: PipelineSpec, base_dir: Path, settings: Settings | None = None
-) -> LocalStateStore:
-    """The spec's state store (only ``type: local`` exists so far)."""
-    return LocalStateStore(locate(spec, base_dir, settings).state, spec.name)
+    spec: PipelineSpec,
+    base_dir: Path,
+    settings: Settings | None = None,
+    registry: Registry | None = None,
+) -> StateStore:
+    """The spec's state store, built by its plugin (nothing is opened)."""
+    ctx = _context(spec, base_dir, settings)
+    store: StateStore = build_stage("state", spec.state, ctx, registry or default_registry())
+    return store
 
 
 def retry_policy(spec: PipelineSpec) -> RetryPolicy:
@@ -97,12 +124,14 @@ _EXPECTED: dict[Kind, type] = {
     "transform": BaseTransformer,
     "validator": BaseValidator,
     "sink": BaseLoader,
+    "state": StateStore,
+    "dlq": DeadLetterQueue,
 }
 
 
 def build_stage(kind: Kind, config: StageConfig, context: BuildContext, registry: Registry) -> Any:
     """Build one stage through its plugin, translating failures into :class:`ConfigError`."""
-    where = kind if kind in ("source", "sink") else f"{kind}s[{context.index}]"
+    where = kind if kind not in ("transform", "validator") else f"{kind}s[{context.index}]"
     plugin = registry.get(kind, config.type)
     try:
         stage = plugin.build(config, context)
@@ -136,24 +165,24 @@ def build_pipeline(
     """
     registry = registry or default_registry()
     base = Path(base_dir)
+    ctx = _context(spec, base, settings)
 
-    def context(index: int = 0) -> BuildContext:
-        return BuildContext(pipeline=spec.name, base_dir=base, engine=spec.engine, index=index)
+    def at(index: int) -> BuildContext:
+        return _context(spec, base, settings, index)
 
-    places = locate(spec, base, settings)
     return Pipeline(
         spec.name,
-        build_stage("source", spec.source, context(), registry),
-        [build_stage("transform", t, context(i), registry) for i, t in enumerate(spec.transforms)],
-        [build_stage("validator", v, context(i), registry) for i, v in enumerate(spec.validators)],
-        build_stage("sink", spec.sink, context(), registry),
-        dlq=LocalParquetDLQ(places.dlq),
-        state=LocalStateStore(places.state, spec.name),
+        build_stage("source", spec.source, ctx, registry),
+        [build_stage("transform", t, at(i), registry) for i, t in enumerate(spec.transforms)],
+        [build_stage("validator", v, at(i), registry) for i, v in enumerate(spec.validators)],
+        build_stage("sink", spec.sink, ctx, registry),
+        dlq=build_stage("dlq", spec.dlq, ctx, registry),
+        state=build_stage("state", spec.state, ctx, registry),
         retry=retry_policy(spec),
         prefetch=spec.prefetch,
         hooks=hooks,
         limit=limit,
-        home=places.home,
+        home=ctx.home or base,
     )
 
 

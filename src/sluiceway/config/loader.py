@@ -25,6 +25,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from sluiceway.config.interpolate import interpolate
 from sluiceway.config.spec import STAGE_FIELDS, PipelineSpec, plugin_problem, spec_model
+from sluiceway.config.stores import infer_store_type
 from sluiceway.core.errors import ConfigError
 from sluiceway.observability.logging import looks_secret
 from sluiceway.plugins import Kind, Registry, default_registry
@@ -403,6 +404,10 @@ def _message(error: Mapping[str, Any], loc: Loc, doc: _Document, schema: _Schema
 
 
 def _validate(doc: _Document, registry: Registry) -> PipelineSpec | None:
+    if isinstance(doc.data, dict):
+        for name in ("dlq", "state"):
+            if name in doc.data:
+                doc.data[name] = infer_store_type(doc.data[name])
     failed = _check_types(doc, registry) | doc.unresolved
     schema = _Schema(doc.data, registry)
     try:

@@ -23,19 +23,17 @@ from pydantic import (
     PydanticUserError,
     WithJsonSchema,
     create_model,
-    field_validator,
 )
 
+from sluiceway.config.stores import LocalDLQConfig, LocalStateConfig
 from sluiceway.core.errors import ConfigError
 from sluiceway.plugins import KINDS, Kind, Plugin, Registry, StageConfig
 
 __all__ = [
-    "DLQSpec",
     "Duration",
     "PipelineSpec",
     "RetrySpec",
     "STAGE_FIELDS",
-    "StateSpec",
     "parse_duration",
     "plugin_problem",
     "spec_json_schema",
@@ -105,35 +103,6 @@ class RetrySpec(_Section):
     )
 
 
-class DLQSpec(_Section):
-    """``dlq:`` — where dead letters go; a local directory (default ``<home>/dlq/<name>``)."""
-
-    uri: str | None = None
-
-    @field_validator("uri")
-    @classmethod
-    def _local_only(cls, value: str | None) -> str | None:
-        if value is not None and "://" in value and not value.startswith("file://"):
-            raise ValueError(
-                f"only local DLQ directories are supported so far, not {value.split('://')[0]}://"
-            )
-        return value
-
-
-class StateSpec(_Section):
-    """``state:`` — where checkpoints live (default ``<home>/state``)."""
-
-    type: Literal["local"] = "local"
-    uri: str | None = None
-
-    @field_validator("uri")
-    @classmethod
-    def _local_only(cls, value: str | None) -> str | None:
-        if value is not None and "://" in value and not value.startswith("file://"):
-            raise ValueError("the local state store takes a local directory")
-        return value
-
-
 class PipelineSpec(BaseModel):
     """A whole pipeline spec (``version: 1``).
 
@@ -152,8 +121,14 @@ class PipelineSpec(BaseModel):
     transforms: list[StageConfig] = Field(default_factory=list)
     validators: list[StageConfig] = Field(default_factory=list)
     sink: StageConfig
-    dlq: DLQSpec = DLQSpec()
-    state: StateSpec = StateSpec()
+    dlq: StageConfig = Field(
+        default_factory=LocalDLQConfig,
+        description="where dead letters go (type from the uri's scheme; default local folder)",
+    )
+    state: StageConfig = Field(
+        default_factory=LocalStateConfig,
+        description="where checkpoints live (type from the uri's scheme; default local folder)",
+    )
     retry: RetrySpec = RetrySpec()
     engine: Literal["polars", "pandas", "duckdb"] = "polars"
     prefetch: int = Field(
@@ -170,6 +145,8 @@ STAGE_FIELDS: dict[str, tuple[Kind, bool]] = {
     "transforms": ("transform", True),
     "validators": ("validator", True),
     "sink": ("sink", False),
+    "dlq": ("dlq", False),
+    "state": ("state", False),
 }
 
 _CacheKey = tuple[tuple[Kind, tuple[type[StageConfig], ...]], ...]
@@ -215,6 +192,11 @@ def spec_model(registry: Registry) -> type[PipelineSpec]:
         if many:
             items: Any = list.__class_getitem__(unions[kind])
             fields[name] = (items, Field(default_factory=list, description=base.description))
+        elif base.default_factory is not None:
+            fields[name] = (
+                unions[kind],
+                Field(default_factory=base.default_factory, description=base.description),
+            )
         else:
             fields[name] = (unions[kind], Field(description=base.description))
     try:

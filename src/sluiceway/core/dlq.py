@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -114,6 +114,7 @@ class DeadLetters:
         return int(self.rows.num_rows)
 
 
+@runtime_checkable
 class DeadLetterQueue(Protocol):
     def write(self, seq: int, stage: str, entries: pa.Table) -> None:
         """Store the entries of one batch and stage durably; writing again replaces them."""

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sluiceway.core.batch import PartitionSpan, Position
 from sluiceway.core.crash import crash_point
@@ -86,6 +86,7 @@ class PipelineState:
         )
 
 
+@runtime_checkable
 class StateStore(Protocol):
     """Compare-and-swap storage of one pipeline's :class:`PipelineState`, plus a run lock."""
 
@@ -102,6 +103,10 @@ class StateStore(Protocol):
 
     def lock(self, run_id: str) -> contextlib.AbstractContextManager[None]:
         """Hold the pipeline's run lock; raises :class:`RunLockedError` if another run has it."""
+        ...
+
+    def reset(self) -> bool:
+        """Delete the state (call under :meth:`lock`); True if there was any."""
         ...
 
     def describe(self) -> str: ...
@@ -123,6 +128,15 @@ class LocalStateStore:
 
     def describe(self) -> str:
         return str(self.path)
+
+    def reset(self) -> bool:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StateError(f"cannot delete state file {self.path}: {exc}") from exc
+        return True
 
     def _ensure_dir(self) -> None:
         try:
