@@ -124,8 +124,9 @@ def test_exit_2_for_a_bad_spec_with_located_messages(tmp_path: Path) -> None:
     result = invoke("run", path, "--metrics-json", tmp_path / "m.json")
     assert result.exit_code == ExitCode.CONFIG_ERROR == 2
     assert error_lines(result) == [
-        f"error: {path}:3:1: colour: unknown key (allowed: dlq, engine, home, name, prefetch,"
-        " retry, sink, source, state, transforms, validators, version)",
+        f"error: {path}:3:1: colour: unknown key (allowed: alerts, dlq, engine, home, load_ahead,"
+        " name, prefetch, retry, sink, source, state, thresholds, transforms, validators,"
+        " version)",
         f"error: {path}:7:48: sink.mode: Input should be 'append' or 'replace' (got 'upsert')",
     ]
     assert "Traceback" not in result.output

@@ -548,3 +548,77 @@ def test_refused_rows_are_durable_before_the_sink_commits(tmp_path: Path) -> Non
     assert metrics.balanced
     (entry,) = read_dead_letters(tmp_path / "dlq" / "twophase").to_pylist()
     assert (entry["stage"], entry["error_message"], entry["attempt"]) == ("load", "null key", 2)
+
+
+def test_the_sink_writes_a_batch_while_the_next_is_transformed_commits_stay_in_order(
+    tmp_path: Path,
+) -> None:
+    """Load-ahead: batch N loads on a worker thread while N+1 is transformed; order is kept."""
+    timeline: list[str] = []
+    release = threading.Event()
+
+    class SlowSink(ListLoader):
+        def load(self, batch: Batch) -> LoadResult | None:
+            timeline.append(f"load {batch.seq} on {threading.current_thread().name[:14]}")
+            if batch.seq == 0:
+                assert release.wait(5), "batch 1 was not transformed while batch 0 loaded"
+            return super().load(batch)
+
+    class Watch(BaseTransformer[pa.Table, pa.Table]):
+        def transform(self, data: pa.Table) -> pa.Table:
+            timeline.append(f"transform {data.column('id')[0].as_py() // 10}")
+            if data.column("id")[0].as_py() == 10:
+                release.set()
+            return data
+
+    events: list[StageEvent] = []
+    loader = SlowSink()
+    p = Pipeline(
+        "ahead",
+        RangeExtractor(30, 10),
+        [Watch()],
+        [],
+        loader,
+        home=tmp_path,
+        hooks=[events.append],
+        load_ahead=True,
+    )
+    m = p.run()
+    assert m.written == 30 and m.balanced
+    assert timeline[:3] == ["transform 0", "load 0 on sluiceway-load", "transform 1"]
+    committed = [e.seq for e in events if e.kind is EventKind.BATCH_COMMITTED]
+    assert committed == [0, 1, 2]
+    assert [b.seq for b in loader.batches] == [0, 1, 2]
+
+    # A sink that must stay on the run's thread opts out (load_ahead=False is the default).
+    class Pinned(ListLoader):
+        load_ahead = False
+
+        def load(self, batch: Batch) -> LoadResult | None:
+            assert threading.current_thread() is threading.main_thread()
+            return super().load(batch)
+
+    pinned = Pipeline(
+        "pinned", RangeExtractor(30, 10), [], [], Pinned(), home=tmp_path, load_ahead=True
+    )
+    assert pinned.run().written == 30
+
+
+def test_a_failure_in_the_next_batch_keeps_the_batch_already_loaded(tmp_path: Path) -> None:
+    loader = ListLoader()
+    p = Pipeline(
+        "keep",
+        RangeExtractor(30, 10),
+        [RaiseOn(set())],
+        [IdBelow(100, on_fail="fail")],
+        loader,
+        home=tmp_path,
+        load_ahead=True,
+    )
+    p.validators[0].limit = 15  # batch 1 (ids 10..19) fails the run while batch 0 is loading
+    with pytest.raises(RunFailedError):
+        p.run()
+    state, _ = LocalStateStore(tmp_path / "state", "keep").read()
+    assert state.positions == {"r": 10}  # batch 0 was loaded and is committed
+    assert [i.seq for i in state.intents] == [1]  # batch 1 stays pending for the next run
+    assert sorted(r["id"] for r in loader.rows) == list(range(10))

@@ -9,20 +9,27 @@ Typical use::
 
 from sluiceway.config.build import (
     Locations,
+    build_alerts,
     build_pipeline,
     build_stage,
+    dead_letter_queue,
     locate,
     registry_with,
     retry_policy,
+    run_thresholds,
     state_store,
 )
 from sluiceway.config.interpolate import Interpolated, interpolate
 from sluiceway.config.loader import Problem, SpecError, format_path, load_spec, parse_spec
 from sluiceway.config.settings import LogFormat, LogLevel, Settings, load_settings
 from sluiceway.config.spec import (
+    AlertSpec,
     Duration,
+    LogAlertSpec,
     PipelineSpec,
     RetrySpec,
+    ThresholdsSpec,
+    WebhookAlertSpec,
     parse_duration,
     spec_json_schema,
     spec_model,
@@ -30,10 +37,12 @@ from sluiceway.config.spec import (
 from sluiceway.config.stores import LocalDLQConfig, LocalStateConfig, infer_store_type
 
 __all__ = [
+    "AlertSpec",
     "Duration",
     "Interpolated",
     "LocalDLQConfig",
     "LocalStateConfig",
+    "LogAlertSpec",
     "Locations",
     "LogFormat",
     "LogLevel",
@@ -42,8 +51,12 @@ __all__ = [
     "RetrySpec",
     "Settings",
     "SpecError",
+    "ThresholdsSpec",
+    "WebhookAlertSpec",
+    "build_alerts",
     "build_pipeline",
     "build_stage",
+    "dead_letter_queue",
     "format_path",
     "infer_store_type",
     "interpolate",
@@ -54,6 +67,7 @@ __all__ = [
     "parse_spec",
     "registry_with",
     "retry_policy",
+    "run_thresholds",
     "spec_json_schema",
     "spec_model",
     "state_store",

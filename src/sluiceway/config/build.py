@@ -1,9 +1,9 @@
 """From a validated spec to a runnable :class:`~sluiceway.core.Pipeline`.
 
 Each stage is built by its plugin's ``build(config, BuildContext)``; the DLQ, the
-state store and the retry policy come from the spec's own sections. Paths in the
-spec are relative to the spec file's folder (``base_dir``); ``SLUICEWAY_HOME``
-overrides the spec's ``home``.
+state store, the retry policy, the thresholds and the alert subscribers come from
+the spec's own sections. Paths in the spec are relative to the spec file's folder
+(``base_dir``); ``SLUICEWAY_HOME`` overrides the spec's ``home``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sluiceway.config.settings import Settings
-from sluiceway.config.spec import PipelineSpec
+from sluiceway.config.spec import AlertSpec, PipelineSpec, WebhookAlertSpec
 from sluiceway.core.dlq import DeadLetterQueue
 from sluiceway.core.errors import ConfigError, SluicewayError
 from sluiceway.core.events import Hook
@@ -25,6 +25,8 @@ from sluiceway.core.pipeline import Pipeline
 from sluiceway.core.retry import RetryPolicy
 from sluiceway.core.stages import BaseExtractor, BaseLoader, BaseTransformer, BaseValidator
 from sluiceway.core.state import StateStore
+from sluiceway.core.thresholds import Thresholds
+from sluiceway.observability.alerts import AlertChannel, AlertSubscriber, LogChannel, WebhookChannel
 from sluiceway.plugins import (
     KINDS,
     BuildContext,
@@ -37,12 +39,15 @@ from sluiceway.plugins import (
 
 __all__ = [
     "Locations",
+    "build_alerts",
     "build_pipeline",
     "build_stage",
+    "dead_letter_queue",
     "locate",
     "registry_with",
     "retry_policy",
     "state_store",
+    "run_thresholds",
 ]
 
 
@@ -107,6 +112,18 @@ def state_store(
     return store
 
 
+def dead_letter_queue(
+    spec: PipelineSpec,
+    base_dir: Path,
+    settings: Settings | None = None,
+    registry: Registry | None = None,
+) -> DeadLetterQueue:
+    """The spec's DLQ, built by its plugin (nothing is opened)."""
+    ctx = _context(spec, base_dir, settings)
+    dlq: DeadLetterQueue = build_stage("dlq", spec.dlq, ctx, registry or default_registry())
+    return dlq
+
+
 def retry_policy(spec: PipelineSpec) -> RetryPolicy:
     r = spec.retry
     return RetryPolicy(
@@ -117,6 +134,36 @@ def retry_policy(spec: PipelineSpec) -> RetryPolicy:
         jitter=r.jitter,
         deadline=r.deadline,
     )
+
+
+def run_thresholds(spec: PipelineSpec) -> Thresholds:
+    """The spec's ``thresholds:`` as the runner's :class:`Thresholds`."""
+    t = spec.thresholds
+    return Thresholds(
+        max_dead_letter_ratio=t.max_dead_letter_ratio,
+        max_dead_letter_rows=t.max_dead_letter_rows,
+        min_rows=t.min_rows,
+    )
+
+
+def _channel(alert: AlertSpec) -> AlertChannel:
+    if isinstance(alert, WebhookAlertSpec):
+        return WebhookChannel(
+            alert.url.get_secret_value(),
+            format=alert.format,
+            headers={k: v.get_secret_value() for k, v in alert.headers.items()},
+            timeout=alert.timeout,
+            attempts=alert.attempts,
+        )
+    return LogChannel(alert.level)
+
+
+def build_alerts(spec: PipelineSpec) -> list[AlertSubscriber]:
+    """One :class:`AlertSubscriber` per entry of the spec's ``alerts:`` (nothing is sent yet)."""
+    return [
+        AlertSubscriber(_channel(alert), on=alert.on, min_interval=alert.min_interval)
+        for alert in spec.alerts
+    ]
 
 
 _EXPECTED: dict[Kind, type] = {
@@ -156,12 +203,16 @@ def build_pipeline(
     hooks: Sequence[Hook] = (),
     limit: int | None = None,
     settings: Settings | None = None,
+    dry_run: bool = False,
+    alerts: bool = True,
 ) -> Pipeline:
     """A :class:`Pipeline` for ``spec``, its stages built by the registry's plugins.
 
     Building opens nothing: stages connect in ``open()`` when the run starts. A
     plugin that cannot build its stage (a missing extra, a bad reference) raises a
-    :class:`ConfigError` naming the stage.
+    :class:`ConfigError` naming the stage. The spec's ``alerts:`` are subscribed
+    after ``hooks`` unless ``alerts=False``; ``dry_run`` builds a pipeline that
+    writes nothing (see :class:`Pipeline`).
     """
     registry = registry or default_registry()
     base = Path(base_dir)
@@ -180,9 +231,12 @@ def build_pipeline(
         state=build_stage("state", spec.state, ctx, registry),
         retry=retry_policy(spec),
         prefetch=spec.prefetch,
-        hooks=hooks,
+        hooks=[*hooks, *(build_alerts(spec) if alerts else [])],
         limit=limit,
         home=ctx.home or base,
+        dry_run=dry_run,
+        thresholds=run_thresholds(spec),
+        load_ahead=spec.load_ahead,
     )
 
 

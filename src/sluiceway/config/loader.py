@@ -125,6 +125,9 @@ class _Composer:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key = self.loader.construct_object(key_node, deep=True)
+            if isinstance(key, bool) and isinstance(key_node, ScalarNode):
+                # YAML 1.1 reads `on:`, `off:`, `yes:`, `no:` as booleans; a key means the word.
+                key = key_node.value
             if not isinstance(key, str):
                 line, column = _mark(key_node)
                 self.doc.problems.append(
@@ -320,7 +323,7 @@ class _Schema:
                 except ConfigError:
                     return None
                 continue
-            annotation = _unwrap_model(annotation)
+            annotation = _pick_member(_unwrap_model(annotation), _at(self.data, loc[:i]))
             origin = typing.get_origin(annotation)
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 info = annotation.model_fields.get(str(part))
@@ -334,7 +337,7 @@ class _Schema:
             else:
                 return None
             i += 1
-        annotation = _unwrap_model(annotation)
+        annotation = _pick_member(_unwrap_model(annotation), _at(self.data, loc))
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             return annotation
         return None
@@ -351,6 +354,26 @@ class _Schema:
         return info is not None and SecretStr in _flatten(info.annotation)
 
 
+def _union_members(annotation: Any) -> list[type[BaseModel]]:
+    """The models of a union of models (e.g. the ``alerts:`` entry types), else []."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return []
+    members = [_unwrap_model(a) for a in typing.get_args(annotation)]
+    if all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
+        return members
+    return []
+
+
+def _pick_member(annotation: Any, data: Any) -> Any:
+    """The member of a ``type``-discriminated union of models that ``data`` names."""
+    type_ = data.get("type") if isinstance(data, dict) else None
+    for member in _union_members(annotation):
+        field = member.model_fields.get("type")
+        if field is not None and typing.get_args(field.annotation) == (type_,):
+            return member
+    return annotation
+
+
 def _flatten(annotation: Any) -> set[Any]:
     out = {annotation}
     for arg in typing.get_args(annotation):
@@ -358,11 +381,15 @@ def _flatten(annotation: Any) -> set[Any]:
     return out
 
 
+#: Lists of ``type``-discriminated sections that are not plugin stages.
+_TAGGED_LISTS = ("alerts",)
+
+
 def _strip_tags(loc: Loc, data: Any) -> Loc:
-    """Drop the discriminator tag Pydantic inserts after a stage's location."""
-    if not loc or str(loc[0]) not in STAGE_FIELDS:
+    """Drop the discriminator tag Pydantic inserts after a stage's (or an alert's) location."""
+    if not loc or (str(loc[0]) not in STAGE_FIELDS and loc[0] not in _TAGGED_LISTS):
         return loc
-    _, many = STAGE_FIELDS[str(loc[0])]
+    many = STAGE_FIELDS[str(loc[0])][1] if str(loc[0]) in STAGE_FIELDS else True
     n = 2 if many else 1
     if len(loc) > n:
         type_ = _at(data, (*loc[:n], "type"))
@@ -381,6 +408,12 @@ def _message(error: Mapping[str, Any], loc: Loc, doc: _Document, schema: _Schema
     msg = str(error["msg"])
     if kind == "missing":
         return "required, but missing"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        expected = ", ".join(sorted(str(t).strip("'") for t in _expected_tags(error)))
+        if kind == "union_tag_not_found":
+            return f"missing 'type' (known types: {expected})"
+        given = _at(doc.data, (*loc, "type"))
+        return f"unknown type {given!r} (known types: {expected})"
     if kind == "extra_forbidden":
         model = schema.model_at(loc[:-1])
         if model is None:
@@ -401,6 +434,12 @@ def _message(error: Mapping[str, Any], loc: Loc, doc: _Document, schema: _Schema
     if shown and not secret and repr(value) not in msg:
         msg += f" (got {_describe(value)})"
     return msg
+
+
+def _expected_tags(error: Mapping[str, Any]) -> list[str]:
+    ctx = error.get("ctx") or {}
+    tags = str(ctx.get("expected_tags", ""))
+    return [t.strip() for t in tags.split(",") if t.strip()]
 
 
 def _validate(doc: _Document, registry: Registry) -> PipelineSpec | None:

@@ -21,18 +21,27 @@ from pydantic import (
     ConfigDict,
     Field,
     PydanticUserError,
+    SecretStr,
     WithJsonSchema,
     create_model,
+    field_validator,
 )
 
 from sluiceway.config.stores import LocalDLQConfig, LocalStateConfig
 from sluiceway.core.errors import ConfigError
+from sluiceway.observability.alerts import ALERT_EVENTS, AlertEvent
 from sluiceway.plugins import KINDS, Kind, Plugin, Registry, StageConfig
 
 __all__ = [
+    "ALERT_EVENTS",
+    "AlertEvent",
+    "AlertSpec",
     "Duration",
+    "LogAlertSpec",
     "PipelineSpec",
     "RetrySpec",
+    "ThresholdsSpec",
+    "WebhookAlertSpec",
     "STAGE_FIELDS",
     "parse_duration",
     "plugin_problem",
@@ -103,6 +112,79 @@ class RetrySpec(_Section):
     )
 
 
+class ThresholdsSpec(_Section):
+    """``thresholds:`` — limits whose crossing fails the run (exit code 6).
+
+    Checked after each batch commit (committed work is kept) and at the end of the run.
+    """
+
+    max_dead_letter_ratio: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="fail when dead-lettered / (read + replayed + expanded) exceeds this",
+    )
+    max_dead_letter_rows: int | None = Field(
+        default=None, ge=0, description="fail when more rows than this are dead-lettered"
+    )
+    min_rows: int = Field(
+        default=0,
+        ge=0,
+        description="judge the ratio after a batch only once this many rows came in "
+        "(the end-of-run check always applies)",
+    )
+
+
+class _AlertBase(_Section):
+    on: list[AlertEvent] = Field(
+        default_factory=lambda: list(ALERT_EVENTS),
+        min_length=1,
+        description="what alerts: rows reaching the DLQ, a failed run, a crossed threshold",
+    )
+    min_interval: Duration = Field(
+        default=600.0,
+        description="at most one dead-letter alert per interval; counts in between are "
+        "aggregated into the next one (and a summary at the end of the run)",
+    )
+
+
+class WebhookAlertSpec(_AlertBase):
+    """``{type: webhook, url: ${SLACK_WEBHOOK}}`` — POST a Slack message or a JSON body."""
+
+    type: Literal["webhook"]
+    url: SecretStr = Field(description="http(s) URL; a secret, never logged")
+    format: Literal["slack", "json"] = Field(
+        default="slack", description="slack: incoming-webhook text + blocks; json: plain body"
+    )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="extra HTTP headers (e.g. Authorization); secret"
+    )
+    timeout: Duration = Field(default=10.0, description="per request")
+    attempts: int = Field(default=3, ge=1, le=10, description="tries per alert, the first included")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value().strip()
+        if not text.lower().startswith(("http://", "https://")) or len(text) < 10:
+            raise ValueError("must be an http:// or https:// URL")
+        return SecretStr(text)
+
+
+class LogAlertSpec(_AlertBase):
+    """``{type: log}`` — an ``alert`` log line (for log-based alerting)."""
+
+    type: Literal["log"]
+    level: Literal["info", "warning", "error"] = "warning"
+    min_interval: Duration = Field(
+        default=0.0, description="at most one dead-letter alert line per interval"
+    )
+
+
+AlertSpec = Annotated[Union[WebhookAlertSpec, LogAlertSpec], Field(discriminator="type")]  # noqa: UP007
+"""One entry of ``alerts:``, discriminated by ``type``."""
+
+
 class PipelineSpec(BaseModel):
     """A whole pipeline spec (``version: 1``).
 
@@ -134,8 +216,19 @@ class PipelineSpec(BaseModel):
     prefetch: int = Field(
         default=2, ge=1, description="batches extracted ahead of the one in flight"
     )
+    load_ahead: bool = Field(
+        default=True,
+        description="the sink writes a batch on a worker thread while the next one is "
+        "transformed and validated (in order; false: everything on one thread)",
+    )
     home: str = Field(
         default=".sluiceway", description="folder for default DLQ and state, relative to this file"
+    )
+    alerts: list[AlertSpec] = Field(
+        default_factory=list, description="where to tell people about dead letters and failures"
+    )
+    thresholds: ThresholdsSpec = Field(
+        default_factory=ThresholdsSpec, description="limits whose crossing fails the run"
     )
 
 

@@ -7,6 +7,7 @@ from sluiceway.core.batch import ROW_ID, Batch, PartitionSpan, Position
 from sluiceway.core.dlq import (
     ENVELOPE_SCHEMA,
     DeadLetterQueue,
+    DeadLetterReader,
     DeadLetters,
     LocalParquetDLQ,
     read_dead_letters,
@@ -47,6 +48,7 @@ from sluiceway.core.stages import (
     SourceContext,
 )
 from sluiceway.core.state import Intent, LocalStateStore, PipelineState, StateStore
+from sluiceway.core.thresholds import ThresholdExceededError, Thresholds
 
 __all__ = [
     "ENVELOPE_SCHEMA",
@@ -61,6 +63,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DeadLetterQueue",
+    "DeadLetterReader",
     "DeadLetters",
     "DecodeError",
     "EventBus",
@@ -95,6 +98,8 @@ __all__ = [
     "StateConflictError",
     "StateError",
     "StateStore",
+    "ThresholdExceededError",
+    "Thresholds",
     "TransformError",
     "TransientError",
     "ValidationFailedError",

@@ -10,6 +10,7 @@ temporary name, fsynced and renamed, so a reader never sees half an entry set.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -17,7 +18,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -25,7 +26,15 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sluiceway.core.batch import ROW_ID, Batch, drop_hidden
+from sluiceway.core.batch import (
+    META_LINE,
+    META_POSITION,
+    META_RAW,
+    ROW_ID,
+    Batch,
+    RowOrigin,
+    drop_hidden,
+)
 from sluiceway.core.crash import crash_point
 from sluiceway.core.errors import FatalError
 
@@ -33,6 +42,7 @@ __all__ = [
     "ENVELOPE_SCHEMA",
     "ENVELOPE_VERSION",
     "DeadLetterQueue",
+    "DeadLetterReader",
     "DeadLetters",
     "LocalParquetDLQ",
     "REJECT_SCHEMA",
@@ -123,6 +133,15 @@ class DeadLetterQueue(Protocol):
     def describe(self) -> str: ...
 
 
+@runtime_checkable
+class DeadLetterReader(Protocol):
+    """A DLQ that can hand its entries back (for ``sluiceway dlq show`` and ``replay``)."""
+
+    def read(self) -> pa.Table:
+        """Every stored envelope (:data:`ENVELOPE_SCHEMA`), oldest batch first."""
+        ...
+
+
 def _per_row(value: Any, n: int) -> list[Any]:
     if isinstance(value, str) or value is None or not isinstance(value, Sequence):
         return [value] * n
@@ -132,25 +151,84 @@ def _per_row(value: Any, n: int) -> list[Any]:
     return values
 
 
+def has_binary(dtype: pa.DataType) -> bool:
+    """True if ``dtype`` is or holds a binary type (written as base64 in ``row``)."""
+    if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype):
+        return True
+    if pa.types.is_fixed_size_binary(dtype) or pa.types.is_binary_view(dtype):
+        return True
+    return any(has_binary(dtype.field(i).type) for i in range(dtype.num_fields))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return str(value)
+
+
 def rows_to_json(table: pa.Table) -> list[str]:
-    """Each row as a JSON object (dates, decimals and timestamps as ISO strings)."""
+    """Each row as a JSON object.
+
+    Dates, times, decimals and timestamps are ISO strings, binary values base64;
+    ``row_types`` beside it lets :func:`sluiceway.core.replay.rebuild_rows` restore them.
+    """
     if table.num_rows == 0:
         return []
-    try:
-        import polars as pl
+    if not any(has_binary(f.type) for f in table.schema):  # Polars cannot write binary
+        try:
+            import polars as pl
 
-        frame = pl.from_arrow(table)
-        assert isinstance(frame, pl.DataFrame)
-        text = frame.write_ndjson()
-        lines = text.splitlines()
-        if len(lines) == table.num_rows:
-            return lines
-    except Exception:
-        pass
+            frame = pl.from_arrow(table)
+            assert isinstance(frame, pl.DataFrame)
+            lines = frame.write_ndjson().splitlines()
+            if len(lines) == table.num_rows:
+                return lines
+        except Exception:
+            pass
+        except BaseException as exc:  # a Rust panic in Polars is a BaseException
+            if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+                raise
     return [
-        json.dumps(row, default=str, ensure_ascii=False, separators=(",", ":"))
+        json.dumps(row, default=_json_default, ensure_ascii=False, separators=(",", ":"))
         for row in table.to_pylist()
     ]
+
+
+def _origins(batch: Batch, row_ids: list[int]) -> list[RowOrigin]:
+    """``batch.origins(row_ids)``, reading only the dead rows' per-row metadata.
+
+    ``Batch.origins`` turns whole ``meta`` columns into Python lists; for a few dead
+    letters out of a large batch that costs more than the rest of the DLQ write.
+    Here the meta columns are taken at the given rows first (same result).
+    """
+    meta = batch.meta
+    if meta is None or type(batch).origins is not Batch.origins or not row_ids:
+        return batch.origins(row_ids)
+    base = replace(batch, meta=None).origins(row_ids)
+    inside = [i for i, rid in enumerate(row_ids) if 0 <= rid < batch.extracted_rows]
+    if not inside:
+        return base
+    rows = meta.take(pa.array([row_ids[i] for i in inside], pa.int64()))
+
+    def column(name: str) -> list[Any] | None:
+        if name not in rows.column_names:
+            return None
+        values: list[Any] = rows.column(name).to_pylist()
+        return values
+
+    positions, lines, raws = column(META_POSITION), column(META_LINE), column(META_RAW)
+    for k, i in enumerate(inside):
+        origin = base[i]
+        position = origin.position
+        if positions is not None and positions[k] is not None:
+            position = str(positions[k])
+        base[i] = RowOrigin(
+            origin.partition,
+            position,
+            lines[k] if lines is not None else None,
+            raws[k] if raws is not None else None,
+        )
+    return base
 
 
 def build_envelopes(
@@ -164,7 +242,7 @@ def build_envelopes(
     """Turn one stage's rejected rows into DLQ envelopes with stable ids."""
     n = len(letters)
     row_ids = letters.rows.column(ROW_ID).to_pylist() if n else []
-    origins = batch.origins(row_ids)
+    origins = _origins(batch, row_ids)
     visible = drop_hidden(letters.rows)
     row_json = rows_to_json(visible)
     row_types = json.dumps({f.name: str(f.type) for f in visible.schema})
@@ -265,6 +343,10 @@ class LocalParquetDLQ:
 
     def describe(self) -> str:
         return str(self.directory)
+
+    def read(self) -> pa.Table:
+        """Every entry in the folder, oldest batch first (see :func:`read_dead_letters`)."""
+        return read_dead_letters(self.directory)
 
     def write(self, seq: int, stage: str, entries: pa.Table) -> None:
         try:

@@ -34,6 +34,10 @@ class EventKind(enum.StrEnum):
     BATCH_COMMITTED = "batch_committed"
     RUN_FINISHED = "run_finished"
     RUN_FAILED = "run_failed"
+    ROWS_REPLAYED = "rows_replayed"
+    """A DLQ replay put rows back at ``stage`` (``rows_out``); attrs ``entries``, ``skipped``."""
+    THRESHOLD_CROSSED = "threshold_crossed"
+    """A run limit was crossed; attrs ``threshold``, ``limit``, ``value`` (the run then fails)."""
 
 
 @dataclass(frozen=True, slots=True)

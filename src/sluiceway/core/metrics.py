@@ -1,8 +1,12 @@
 """PipelineMetrics: what a run did, each term counted where it happened.
 
-The books must balance: ``read + expanded == written + dead_lettered + filtered +
-skipped_committed``. Every term is counted at the place it happens — never derived
-by subtraction — so an imbalance means a row went somewhere it should not.
+The books must balance: ``read + replayed + expanded == written + dead_lettered +
+filtered + skipped_committed``. Every term is counted at the place it happens —
+never derived by subtraction — so an imbalance means a row went somewhere it
+should not. ``replayed`` counts rows a DLQ replay put back into the pipeline (zero
+in a normal run). In a dry run the same terms say what *would* have happened:
+``written`` counts rows that reached the sink stage, ``dead_lettered`` rows that
+would have gone to the DLQ; nothing was written anywhere.
 """
 
 from __future__ import annotations
@@ -56,6 +60,15 @@ class PipelineMetrics:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_rows: dict[str, int] = field(default_factory=dict)
     rules: dict[str, RuleStats] = field(default_factory=dict)
+    replayed: int = 0
+    """Rows a DLQ replay put back into the pipeline (each at the stage where it failed)."""
+    replay_skipped: dict[str, int] = field(default_factory=dict)
+    """DLQ entries a replay selected but did not put back, by reason (not in the books)."""
+    dry_run: bool = False
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """The run's limits (``max_dead_letter_ratio``, ``max_dead_letter_rows``), if any."""
+    threshold_crossed: str | None = None
+    """What crossed a limit, when one did (the run then failed)."""
 
     @property
     def duration(self) -> float:
@@ -64,7 +77,7 @@ class PipelineMetrics:
 
     @property
     def inflow(self) -> int:
-        return self.read + self.expanded
+        return self.read + self.replayed + self.expanded
 
     @property
     def outflow(self) -> int:
@@ -76,7 +89,14 @@ class PipelineMetrics:
 
     @property
     def rows_per_second(self) -> float:
-        return self.read / self.duration if self.duration > 0 else 0.0
+        """Rows taken in (read, or replayed from the DLQ) per second of the run."""
+        rows = self.read + self.replayed
+        return rows / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def dead_letter_ratio(self) -> float:
+        """Dead-lettered rows over rows taken in (read + replayed + expanded); 0 when none."""
+        return self.dead_lettered / self.inflow if self.inflow else 0.0
 
     def add_stage_time(self, stage: str, seconds: float, rows: int = 0) -> None:
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
@@ -88,8 +108,9 @@ class PipelineMetrics:
         self.dead_lettered += rows
 
     def balance_message(self) -> str:
+        replayed = f" + replayed {self.replayed}" if self.replayed else ""
         return (
-            f"read {self.read} + expanded {self.expanded} = {self.inflow}, but "
+            f"read {self.read}{replayed} + expanded {self.expanded} = {self.inflow}, but "
             f"written {self.written} + dead-lettered {self.dead_lettered} + filtered "
             f"{self.filtered} + skipped {self.skipped_committed} = {self.outflow}"
         )
@@ -99,4 +120,5 @@ class PipelineMetrics:
         data["duration_seconds"] = round(self.duration, 6)
         data["rows_per_second"] = round(self.rows_per_second, 3)
         data["balanced"] = self.balanced
+        data["dead_letter_ratio"] = round(self.dead_letter_ratio, 6)
         return data

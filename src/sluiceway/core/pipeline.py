@@ -13,61 +13,65 @@ each batch the loop
 
 A rerun first replays pending intents exactly, so an idempotent sink sees the same
 batch again and skips it. At the end the books must balance (see
-:class:`~sluiceway.core.metrics.PipelineMetrics`).
+:class:`~sluiceway.core.metrics.PipelineMetrics`) and the run's
+:class:`~sluiceway.core.thresholds.Thresholds` must hold (they are also checked
+after each batch commit).
+
+With ``load_ahead=True`` (what specs do by default) the sink writes batch *N* on
+a worker thread while batch *N + 1* is transformed and validated (see
+:mod:`sluiceway.core._loading`); batches still load and commit strictly in order,
+one in flight at most, so a crash may leave two intents pending instead of one.
+
+``Pipeline(dry_run=True)`` extracts, transforms and validates but writes nothing:
+no intent, no state commit, no DLQ file; the sink is not even opened. Its metrics
+say what would have been written and dead-lettered.
+:meth:`Pipeline.replay_dead_letters` puts dead-lettered rows back at the stage
+where they failed (see :mod:`sluiceway.core.replay`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import structlog
 
-from sluiceway.core.batch import Batch, drop_hidden
+from sluiceway.core._loading import LoadAhead
+from sluiceway.core._steps import StageSteps
+from sluiceway.core.batch import Batch
 from sluiceway.core.crash import crash_point
-from sluiceway.core.dlq import (
-    DeadLetterQueue,
-    DeadLetters,
-    LocalParquetDLQ,
-    build_envelopes,
-    build_reject_envelopes,
-)
-from sluiceway.core.errors import (
-    AccountingError,
-    DataError,
-    FatalError,
-    SinkError,
-    SluicewayError,
-)
-from sluiceway.core.events import EventBus, EventKind, Hook, StageEvent
-from sluiceway.core.frames import to_frame
-from sluiceway.core.lineage import run_transform
-from sluiceway.core.metrics import PipelineMetrics, RuleStats
+from sluiceway.core.dlq import DeadLetterQueue, DeadLetterReader, LocalParquetDLQ
+from sluiceway.core.errors import AccountingError, ConfigError, SinkError, SluicewayError
+from sluiceway.core.events import EventBus, EventKind, Hook
+from sluiceway.core.metrics import PipelineMetrics
 from sluiceway.core.prefetch import Prefetcher
-from sluiceway.core.report import RuleResult
+from sluiceway.core.replay import (
+    PendingReplay,
+    ReplayGroup,
+    ReplayLedger,
+    plan_replay,
+    select_keys,
+)
 from sluiceway.core.retry import RetryExhaustedError, RetryPolicy, call_with_retry
-from sluiceway.core.routing import route_report
 from sluiceway.core.stages import (
     BaseExtractor,
     BaseLoader,
     BaseTransformer,
     BaseValidator,
-    LoadResult,
     SinkContext,
     SourceContext,
 )
-from sluiceway.core.state import Intent, LocalStateStore, PipelineState, StateStore
+from sluiceway.core.state import Intent, LocalStateStore, StateStore
+from sluiceway.core.thresholds import Thresholds
 
 __all__ = ["Pipeline", "RunFailedError", "new_run_id"]
-
-_log = structlog.get_logger("sluiceway.pipeline")
 
 
 class RunFailedError(SluicewayError):
@@ -103,6 +107,9 @@ class Pipeline:
         limit: int | None = None,
         bisect_budget: int = 4096,
         home: str | os.PathLike[str] = ".sluiceway",
+        dry_run: bool = False,
+        thresholds: Thresholds | None = None,
+        load_ahead: bool = False,
     ) -> None:
         if loader is None:
             raise ValueError("a pipeline needs a loader")
@@ -120,6 +127,9 @@ class Pipeline:
         self.events = EventBus(list(hooks))
         self.limit = limit
         self.bisect_budget = bisect_budget
+        self.dry_run = dry_run
+        self.thresholds = thresholds or Thresholds()
+        self.load_ahead = load_ahead
         self._stop = threading.Event()
 
     # -- public -------------------------------------------------------------------
@@ -136,25 +146,43 @@ class Pipeline:
         run = _Run(self, run_id or new_run_id())
         return run.execute()
 
+    def replay_dead_letters(
+        self,
+        entries: pa.Table | None = None,
+        *,
+        run_id: str | None = None,
+        include_refailed: bool = False,
+    ) -> PipelineMetrics:
+        """Put dead-lettered rows back into the pipeline, each at the stage where it failed.
 
-class _Run:
-    """One execution of a pipeline; holds the run's mutable state."""
+        ``entries`` are DLQ envelopes to replay (e.g. a filtered
+        :func:`~sluiceway.core.dlq.read_dead_letters`); None replays every entry of
+        this pipeline's DLQ. Entries already replayed are skipped, as are ones that
+        carry no row (extract-stage rejects); ``metrics.replayed`` counts the rows put
+        back and ``metrics.replay_skipped`` the entries left out, by reason. Rows that
+        failed again in an earlier replay are put back only with ``include_refailed``.
+        The source is not read. Raises :class:`RunFailedError` like :meth:`run`.
+        """
+        run = _Run(self, run_id or new_run_id(), replaying=True, entries=entries)
+        run.include_refailed = include_refailed
+        return run.execute()
 
-    def __init__(self, pipeline: Pipeline, run_id: str) -> None:
-        self.p = pipeline
-        self.run_id = run_id
-        self.metrics = PipelineMetrics(pipeline=pipeline.name, run_id=run_id)
-        self.state = PipelineState(pipeline=pipeline.name)
-        self.version = 0
-        self._derived: Iterator[int] = itertools.count()
-        self._log = _log.bind(pipeline=pipeline.name, run_id=run_id)
 
-    # -- events -------------------------------------------------------------------
+class _Run(StageSteps):
+    """One execution of a pipeline (or of a DLQ replay); holds the run's mutable state."""
 
-    def _emit(self, kind: EventKind, **fields: Any) -> None:
-        self.p.events.emit(
-            StageEvent(kind=kind, pipeline=self.p.name, run_id=self.run_id, **fields)
-        )
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        run_id: str,
+        *,
+        replaying: bool = False,
+        entries: pa.Table | None = None,
+    ) -> None:
+        super().__init__(pipeline, run_id)
+        self.replaying = replaying
+        self.include_refailed = False
+        self._replay_entries = entries
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -163,10 +191,16 @@ class _Run:
         m.started_at = time.time()
         self._emit(
             EventKind.RUN_STARTED,
-            attrs={"source": self.p.extractor.name, "sink": self.p.loader.name},
+            attrs={
+                "source": self.p.extractor.name,
+                "sink": self.p.loader.name,
+                "dry_run": self.dry,
+                "mode": "dlq_replay" if self.replaying else "run",
+            },
         )
         try:
-            with self.p.state.lock(self.run_id):
+            lock = contextlib.nullcontext() if self.dry else self.p.state.lock(self.run_id)
+            with lock:
                 self._execute_locked()
         except BaseException as exc:
             m.status = "failed"
@@ -177,7 +211,7 @@ class _Run:
                 EventKind.RUN_FAILED,
                 seconds=m.duration,
                 error=m.error,
-                attrs={"error_type": m.error_type, "metrics": m},
+                attrs={"error_type": m.error_type, "metrics": m, "dry_run": self.dry},
             )
             if isinstance(exc, Exception):
                 raise RunFailedError(exc, m) from exc
@@ -186,6 +220,28 @@ class _Run:
         m.finished_at = time.time()
         self._emit(EventKind.RUN_FINISHED, seconds=m.duration, attrs={"metrics": m})
         return m
+
+    def _open(self, context: SourceContext, opened: list[Any]) -> None:
+        """Open the stages the run needs: no extractor for a replay, no sink in a dry run."""
+        p = self.p
+        if not self.replaying:
+            p.extractor.open(context)
+            opened.append(p.extractor)
+        stages: list[BaseTransformer[Any, Any] | BaseValidator[Any]] = [
+            *p.transformers,
+            *p.validators,
+        ]
+        for stage in stages:
+            stage.open()
+            opened.append(stage)
+        if self.dry:
+            return
+        sink_context = SinkContext(pipeline=p.name, run_id=self.run_id)
+        try:
+            call_with_retry(lambda: p.loader.open(sink_context), p.retry)
+        except RetryExhaustedError as exc:
+            raise SinkError(f"sink {p.loader.name!r} could not be opened: {exc.last}") from exc.last
+        opened.append(p.loader)
 
     def _execute_locked(self) -> None:
         p = self.p
@@ -199,44 +255,49 @@ class _Run:
         )
         opened: list[Any] = []
         try:
-            p.extractor.open(context)
-            opened.append(p.extractor)
-            stages: list[BaseTransformer[Any, Any] | BaseValidator[Any]] = [
-                *p.transformers,
-                *p.validators,
-            ]
-            for stage in stages:
-                stage.open()
-                opened.append(stage)
-            sink_context = SinkContext(pipeline=p.name, run_id=self.run_id)
+            if self.replaying:
+                self._check_replayable()
+            self._open(context, opened)
+            if not self.dry and p.load_ahead and getattr(p.loader, "load_ahead", True):
+                self._ahead = LoadAhead(p.name)
             try:
-                call_with_retry(lambda: p.loader.open(sink_context), p.retry)
-            except RetryExhaustedError as exc:
-                raise SinkError(
-                    f"sink {p.loader.name!r} could not be opened: {exc.last}"
-                ) from exc.last
-            opened.append(p.loader)
-
-            self._replay_intents()
-            context.positions = dict(self.state.positions)
-            self._consume(context)
+                if self.replaying:
+                    self._replay_dead_letters()
+                else:
+                    self._replay_intents()
+                    if self._ahead is not None:
+                        self._ahead.drain()  # the replayed batches' positions are committed
+                    context.positions = dict(self.state.positions)
+                    self._consume(context)
+                if self._ahead is not None:
+                    self._ahead.drain()
+            except BaseException as exc:
+                if self._ahead is not None:
+                    self._ahead.settle(exc)
+                raise
 
             if not self.metrics.balanced:
                 raise AccountingError(
                     f"rows unaccounted for in pipeline {p.name!r}: "
                     + self.metrics.balance_message()
                 )
+            self._check_thresholds(final=True)
+            if self.dry:
+                return
             p.loader.finish()
-            self.state.last_run = {
-                "run_id": self.run_id,
-                "finished_at": time.time(),
-                "read": self.metrics.read,
-                "written": self.metrics.written,
-                "dead_lettered": self.metrics.dead_lettered,
-            }
-            self._commit_state()
+            if not self.replaying:
+                self.state.last_run = {
+                    "run_id": self.run_id,
+                    "finished_at": time.time(),
+                    "read": self.metrics.read,
+                    "written": self.metrics.written,
+                    "dead_lettered": self.metrics.dead_lettered,
+                }
+                self._commit_state()
         finally:
             context.stop.set()
+            if self._ahead is not None:
+                self._ahead.close()
             for stage in reversed(opened):
                 try:
                     stage.close()
@@ -291,7 +352,6 @@ class _Run:
         p.extractor.records_read += n
         m.add_stage_time("extract", extract_seconds, n)
         self._derived = itertools.count(batch.extracted_rows)
-        log = self._log.bind(seq=batch.seq)
         self._emit(
             EventKind.BATCH_EXTRACTED,
             seq=batch.seq,
@@ -312,300 +372,113 @@ class _Run:
 
         if batch.rejected is not None:
             self._dead_letter_rejected(batch)
-        data = batch.data
-        for index, transformer in enumerate(p.transformers):
-            if data.num_rows == 0:
-                break
-            data = self._transform(batch, index, transformer, data)
-            crash_point("after_transform")
-        for index, validator in enumerate(p.validators):
-            if data.num_rows == 0:
-                break
-            data = self._validate(batch, index, validator, data)
 
-        current = batch.with_data(data)
-        if data.num_rows:
-            if p.loader.committed(current):
-                m.skipped_committed += data.num_rows
-                log.info("batch_already_committed", rows=data.num_rows)
-                self._emit(
-                    EventKind.BATCH_SKIPPED, seq=batch.seq, stage="load", rows_in=data.num_rows
+        def commit() -> None:
+            crash_point("after_sink_commit")
+            for partition, span in batch.positions.items():
+                self.state.positions[partition] = span.end
+            self.state.intents = [i for i in self.state.intents if i.seq != batch.seq]
+            self.state.next_seq = max(self.state.next_seq, batch.seq + 1)
+            self._commit_state()
+            if not self.dry:
+                p.extractor.acknowledge(batch)
+            self._emit(EventKind.BATCH_COMMITTED, seq=batch.seq, stage="state", rows_in=n)
+            self._check_thresholds(final=False, seq=batch.seq)
+
+        self._deliver(batch, self._route(batch, batch.data), commit)
+
+    # -- DLQ replay ---------------------------------------------------------------
+
+    def _check_replayable(self) -> None:
+        described = self.p.loader.describe()
+        if described.get("mode") == "replace":
+            raise ConfigError(
+                f"cannot replay into sink {self.p.loader.name!r} in replace mode: the run "
+                "would replace its contents with only the replayed rows"
+            )
+        if self._replay_entries is None and not isinstance(self.p.dlq, DeadLetterReader):
+            raise ConfigError(f"the DLQ {self.p.dlq.describe()} cannot be read back for a replay")
+
+    def _replay_dead_letters(self) -> None:
+        p = self.p
+        stored = p.dlq.read() if isinstance(p.dlq, DeadLetterReader) else None
+        selected = self._replay_entries if self._replay_entries is not None else stored
+        assert selected is not None
+        names = ([t.name for t in p.transformers], [v.name for v in p.validators])
+        ledger = ReplayLedger.from_state(self.state)
+        if not self.dry:
+            # A replay batch a crash interrupted is redone first, with its seq and rows.
+            for pending in list(ledger.pending):
+                source = stored if stored is not None else selected
+                redo = plan_replay(
+                    select_keys(source, pending.keys),
+                    transformers=names[0],
+                    validators=names[1],
+                    ledger=ledger,
+                    redo=True,
                 )
-            else:
-                self._load(current)
-        crash_point("after_sink_commit")
-
-        for partition, span in batch.positions.items():
-            self.state.positions[partition] = span.end
-        self.state.intents = [i for i in self.state.intents if i.seq != batch.seq]
-        self.state.next_seq = max(self.state.next_seq, batch.seq + 1)
-        self._commit_state()
-        p.extractor.acknowledge(batch)
-        self._emit(EventKind.BATCH_COMMITTED, seq=batch.seq, stage="state", rows_in=n)
-
-    def _transform(
-        self, batch: Batch, index: int, transformer: BaseTransformer[Any, Any], data: pa.Table
-    ) -> pa.Table:
-        stage = f"transform.{index}.{transformer.name}"
-        started, t0 = time.time(), time.perf_counter()
-        outcome = run_transform(
-            transformer,
-            data,
-            stage=stage,
-            derived_ids=self._derived,
-            budget=self.p.bisect_budget,
-        )
-        seconds = time.perf_counter() - t0
-        self.metrics.filtered += outcome.filtered
-        self.metrics.expanded += outcome.expanded
-        self.metrics.add_stage_time(stage, seconds, data.num_rows)
-        self._emit(
-            EventKind.BATCH_TRANSFORMED,
-            seq=batch.seq,
-            stage=stage,
-            rows_in=data.num_rows,
-            rows_out=outcome.data.num_rows,
-            started=started,
-            seconds=seconds,
-            error=outcome.letters.error_message[0]
-            if outcome.letters and isinstance(outcome.letters.error_message, list)
-            else None,
-            attrs={
-                "filtered": outcome.filtered,
-                "expanded": outcome.expanded,
-                "calls": outcome.calls,
-                "dead_lettered": len(outcome.letters) if outcome.letters else 0,
-            },
-        )
-        if outcome.letters is not None:
-            self._dead_letter(batch, outcome.letters)
-        return outcome.data
-
-    def _validate(
-        self, batch: Batch, index: int, validator: BaseValidator[Any], data: pa.Table
-    ) -> pa.Table:
-        stage = f"validate.{index}.{validator.name}"
-        started, t0 = time.time(), time.perf_counter()
-        visible = drop_hidden(data)
-        try:
-            report = validator.validate(to_frame(visible, validator.frame))
-        except SluicewayError:
-            raise
-        except Exception as exc:
-            raise FatalError(f"validator {validator.name!r} raised {exc!r}") from exc
-        try:
-            routing = route_report(
-                report,
-                data,
-                visible,
-                stage=stage,
-                validator=validator.name,
-                fail_on_error=validator.fail_on_error,
-            )
-        finally:
-            for result in report.results:
-                on_fail = "fail" if validator.fail_on_error else result.on_fail
-                self._record_rule(validator.name, result, on_fail)
-        for result in routing.warned:
-            self.metrics.warned += result.failed
-            self._emit(
-                EventKind.VALIDATION_WARNED,
-                seq=batch.seq,
-                stage=stage,
-                rows_in=result.failed,
-                attrs={"rule": result.rule, "message": result.message},
-            )
-        seconds = time.perf_counter() - t0
-        self.metrics.add_stage_time(stage, seconds, data.num_rows)
-        if routing.letters is not None:
-            self._dead_letter(batch, routing.letters)
-        self._emit(
-            EventKind.BATCH_VALIDATED,
-            seq=batch.seq,
-            stage=stage,
-            rows_in=data.num_rows,
-            rows_out=routing.kept.num_rows,
-            started=started,
-            seconds=seconds,
-            attrs={"rules": len(report.results)},
-        )
-        return routing.kept
-
-    def _record_rule(self, validator: str, result: RuleResult, on_fail: str) -> None:
-        key = f"{validator}:{result.rule}"
-        stats = self.metrics.rules.get(key)
-        if stats is None:
-            stats = RuleStats(
-                validator=validator,
-                rule=result.rule,
-                tool=result.tool,
-                column=result.column,
-                on_fail=on_fail,
-                row_level=result.row_level,
-            )
-            self.metrics.rules[key] = stats
-        stats.checked += result.checked
-        stats.failed += result.failed
-        if not result.passed:
-            stats.batches_failed += 1
-            room = 5 - len(stats.sample)
-            if room > 0:
-                stats.sample.extend(result.sample[:room])
-
-    def _load(self, batch: Batch) -> None:
-        """Load with retries: ``load`` → refused rows durably to the DLQ → ``commit``.
-
-        The sink commits only after the rows it refused are in the DLQ; otherwise a
-        crash between the two would let a rerun skip the batch as loaded while those
-        rows never reached the DLQ.
-        """
-        p, m = self.p, self.metrics
-        started, t0 = time.time(), time.perf_counter()
-        rows = batch.num_rows
-        attempt_no = 0
-
-        def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
-            m.retries += 1
-            self._emit(
-                EventKind.LOAD_RETRIED,
-                seq=batch.seq,
-                stage="load",
-                rows_in=rows,
-                error=str(exc),
-                attrs={"attempt": attempt, "delay": delay, "error_type": type(exc).__name__},
-            )
-
-        def attempt() -> tuple[LoadResult, pa.Table | None, float]:
-            nonlocal attempt_no
-            attempt_no += 1
-            result = p.loader.load(batch)
-            outcome = result if result is not None else LoadResult(written=rows)
-            refused: pa.Table | None = None
-            dlq_seconds = 0.0
-            try:
-                if outcome.rejected:
-                    letters = DeadLetters(
-                        stage="load",
-                        rows=batch.data.take(
-                            pa.array([r.row_index for r in outcome.rejected], pa.int64())
-                        ),
-                        error_type=[r.error_type for r in outcome.rejected],
-                        error_message=[r.message for r in outcome.rejected],
-                        attempt=attempt_no,
-                    )
-                    refused = build_envelopes(batch, letters, pipeline=p.name, run_id=self.run_id)
-                    t_dlq = time.perf_counter()
-                    p.dlq.write(batch.seq, "load", refused)
-                    dlq_seconds = time.perf_counter() - t_dlq
-                p.loader.commit(batch)
-            except BaseException:
-                p.loader.abort(batch)
-                raise
-            return outcome, refused, dlq_seconds
-
-        try:
-            (outcome, refused, dlq_seconds), attempts = call_with_retry(
-                attempt, p.retry, on_retry=on_retry
-            )
-        except RetryExhaustedError as exc:
-            self._load_failed(batch, exc.last, exc.attempts, started, t0)
-            return
-        except DataError as exc:
-            self._load_failed(batch, exc, attempt_no, started, t0)
-            return
-        except SluicewayError:
-            raise
-        except Exception as exc:
-            raise FatalError(
-                f"sink {p.loader.name!r} raised an unclassified error: {exc!r}"
-            ) from exc
-
-        m.written += outcome.written
-        p.loader.records_written += outcome.written
-        seconds = time.perf_counter() - t0
-        m.add_stage_time("load", seconds - dlq_seconds, rows)
-        self._emit(
-            EventKind.BATCH_LOADED,
-            seq=batch.seq,
-            stage="load",
-            rows_in=rows,
-            rows_out=outcome.written,
-            started=started,
-            seconds=seconds,
-            attrs={"attempts": attempts, "rejected": len(outcome.rejected)},
-        )
-        if refused is not None:
-            self._account_dead_letters(batch, "load", refused, started, dlq_seconds)
-
-    def _load_failed(
-        self, batch: Batch, error: BaseException, attempts: int, started: float, t0: float
-    ) -> None:
-        seconds = time.perf_counter() - t0
-        self.metrics.add_stage_time("load", seconds, batch.num_rows)
-        self._emit(
-            EventKind.BATCH_LOADED,
-            seq=batch.seq,
-            stage="load",
-            rows_in=batch.num_rows,
-            rows_out=0,
-            started=started,
-            seconds=seconds,
-            error=str(error),
-            attrs={"attempts": attempts, "error_type": type(error).__name__},
-        )
-        self._dead_letter(
-            batch,
-            DeadLetters(
-                stage="load",
-                rows=batch.data,
-                error_type=type(error).__name__,
-                error_message=str(error) or type(error).__name__,
-                attempt=attempts,
-            ),
-        )
-
-    # -- dead letters and state ---------------------------------------------------
-
-    def _dead_letter_rejected(self, batch: Batch) -> None:
-        entries = build_reject_envelopes(batch, pipeline=self.p.name, run_id=self.run_id)
-        self._write_dead_letters(batch, "extract", entries)
-
-    def _dead_letter(self, batch: Batch, letters: DeadLetters) -> None:
-        entries = build_envelopes(batch, letters, pipeline=self.p.name, run_id=self.run_id)
-        self._write_dead_letters(batch, letters.stage, entries)
-
-    def _write_dead_letters(self, batch: Batch, stage: str, entries: pa.Table) -> None:
-        started, t0 = time.time(), time.perf_counter()
-        self.p.dlq.write(batch.seq, stage, entries)
-        self._account_dead_letters(batch, stage, entries, started, time.perf_counter() - t0)
-
-    def _account_dead_letters(
-        self, batch: Batch, stage: str, entries: pa.Table, started: float, seconds: float
-    ) -> None:
-        """Count rows that are durably in the DLQ, and tell subscribers."""
-        self.metrics.add_stage_time("dlq", seconds, entries.num_rows)
-        by_rule: dict[str | None, int] = {}
-        for rule in entries.column("rule").to_pylist():
-            by_rule[rule] = by_rule.get(rule, 0) + 1
-        for rule, count in by_rule.items():
-            self.metrics.add_dead_letters(stage, rule, count)
-        first = entries.slice(0, 1).to_pylist()[0] if entries.num_rows else {}
-        self._emit(
-            EventKind.ROWS_DEAD_LETTERED,
-            seq=batch.seq,
-            stage=stage,
-            rows_in=entries.num_rows,
-            started=started,
-            seconds=seconds,
-            error=first.get("error_message"),
-            attrs={
-                "by_rule": by_rule,
-                "error_type": first.get("error_type"),
-                "dlq": self.p.dlq.describe(),
-            },
-        )
-
-    def _commit_state(self) -> None:
+                for group in redo.groups:
+                    self._replay_group(group, ledger, seq=pending.seq)
+                if not redo.groups:  # its entries are gone from the DLQ: nothing to redo
+                    ledger.pending = [q for q in ledger.pending if q.seq != pending.seq]
+                    ledger.store(self.state)
+                    self._commit_state()
         t0 = time.perf_counter()
-        self.version = self.p.state.commit(self.state, self.version)
-        self.metrics.add_stage_time("state", time.perf_counter() - t0)
+        plan = plan_replay(
+            selected,
+            transformers=names[0],
+            validators=names[1],
+            ledger=ledger,
+            include_refailed=self.include_refailed,
+        )
+        self.metrics.add_stage_time("replay", time.perf_counter() - t0, plan.rows)
+        self.metrics.replay_skipped = dict(plan.skipped)
+        for problem in plan.problems:
+            self._log.warning("dlq_replay_unreadable", detail=problem)
+        for group in plan.groups:
+            for chunk in group.chunks(p.extractor.batch_size):
+                if p._stop.is_set():
+                    return
+                self._replay_group(chunk, ledger, seq=None)
+
+    def _replay_group(self, group: ReplayGroup, ledger: ReplayLedger, seq: int | None) -> None:
+        """One replay batch: recorded as pending, routed from its stage, loaded, marked done."""
+        m = self.metrics
+        if seq is None:
+            seq = self.state.next_seq
+            self.state.next_seq = seq + 1
+            ledger.pending.append(PendingReplay(seq, list(group.keys)))
+            if self.run_id not in ledger.runs:
+                ledger.runs.append(self.run_id)
+            ledger.store(self.state)
+            self._commit_state()
+        batch = group.batch(seq)
+        n = batch.num_rows
+        m.replayed += n
+        m.batches += 1
+        self._derived = itertools.count(batch.extracted_rows)
+        self._emit(
+            EventKind.ROWS_REPLAYED,
+            seq=seq,
+            stage=group.stage,
+            rows_out=n,
+            attrs={"entries": len(group), "dry_run": self.dry},
+        )
+        data = self._route(
+            batch,
+            batch.data,
+            transforms_from=group.transforms_from,
+            validators_from=group.validators_from,
+        )
+
+        def commit() -> None:
+            crash_point("after_sink_commit")
+            ledger.pending = [q for q in ledger.pending if q.seq != seq]
+            ledger.mark(group.keys)
+            ledger.store(self.state)
+            self.state.next_seq = max(self.state.next_seq, seq + 1)
+            self._commit_state()
+            self._emit(EventKind.BATCH_COMMITTED, seq=seq, stage="state", rows_in=n)
+            self._check_thresholds(final=False, seq=seq)
+
+        self._deliver(batch, data, commit)

@@ -1,5 +1,13 @@
-"""Observability: structured logs now; tracing, metrics and alerts hook into the same events."""
+"""Observability: structured logs and alerts, both subscribers of the pipeline's stage events."""
 
+from sluiceway.observability.alerts import (
+    ALERT_EVENTS,
+    Alert,
+    AlertChannel,
+    AlertSubscriber,
+    LogChannel,
+    WebhookChannel,
+)
 from sluiceway.observability.logging import (
     REDACTED,
     LogSubscriber,
@@ -12,8 +20,14 @@ from sluiceway.observability.logging import (
 )
 
 __all__ = [
+    "ALERT_EVENTS",
     "REDACTED",
+    "Alert",
+    "AlertChannel",
+    "AlertSubscriber",
+    "LogChannel",
     "LogSubscriber",
+    "WebhookChannel",
     "configure_logging",
     "looks_secret",
     "metrics_summary",

@@ -1,0 +1,1 @@
+"""Files benchmark: Parquet in → SQL transform → two validators → Parquet out."""
