@@ -5,7 +5,9 @@ Rules every benchmark here follows:
 - each run of each contender is a fresh process (``subprocess.Popen``), timed by
   wall clock around the whole process;
 - peak RSS is that child's own accounting: ``os.wait4`` returns the kernel's
-  ``ru_maxrss`` for exactly that process (and descendants it waited for);
+  ``ru_maxrss`` for exactly that process (and descendants it waited for); the
+  children are forked by a small launcher process so that the benchmark's own
+  memory never leaks into their peak (see :class:`_Launcher`);
 - times and RSS are medians of ``runs`` (at least 3) runs;
 - after the runs, each contender's output is read back and compared with the
   reference contender's by the benchmark's own ``verify`` function;
@@ -29,6 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Contender", "Result", "markdown_table", "run_contenders", "run_once", "save_results"]
 
@@ -59,32 +62,79 @@ class Result:
         return statistics.median(self.peak_rss_mb) if self.peak_rss_mb else float("nan")
 
 
+_LAUNCHER = r"""
+import json, os, signal, subprocess, sys, threading, time
+
+for line in sys.stdin:
+    req = json.loads(line)
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        req["argv"], env=req["env"], cwd=req["cwd"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    tail = []
+    reader = threading.Thread(target=lambda: tail.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    timer = threading.Timer(req["timeout"], lambda: proc.send_signal(signal.SIGKILL))
+    timer.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    timer.cancel()
+    seconds = time.perf_counter() - started
+    reader.join(5)
+    err = (tail[0] if tail else b"").decode(errors="replace")[-4000:]
+    reply = {"seconds": seconds, "maxrss_kb": usage.ru_maxrss,
+             "code": os.waitstatus_to_exitcode(status), "stderr": err}
+    sys.stdout.write(json.dumps(reply) + "\n")
+    sys.stdout.flush()
+"""
+
+
+class _Launcher:
+    """A small process that starts every contender and reports its ``wait4`` usage.
+
+    On Linux a forked child's ``ru_maxrss`` starts at its parent's resident size, and
+    exec does not reset the maximum. A benchmark that generated or verified data in
+    its own process would then inflate every contender's peak. The launcher is
+    started while this process is still small and forks the contenders itself.
+    """
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[str] | None = None
+
+    def _ensure(self) -> subprocess.Popen[str]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", _LAUNCHER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        return self._proc
+
+    def run(
+        self, argv: Sequence[str], env: Mapping[str, str], cwd: str | None, timeout: float
+    ) -> dict[str, Any]:
+        proc = self._ensure()
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        request = {"argv": list(argv), "env": dict(env), "cwd": cwd, "timeout": timeout}
+        proc.stdin.write(json.dumps(request) + "\n")
+        proc.stdin.flush()
+        reply: dict[str, Any] = json.loads(proc.stdout.readline())
+        return reply
+
+
+_launcher = _Launcher()
+_launcher._ensure()  # fork it now, while this process is small
+
+
 def run_once(contender: Contender, timeout: float = 3600) -> tuple[float, float]:
     """Run the contender once; return (wall seconds, peak RSS in MB of that process)."""
     env = {**os.environ, **contender.env}
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        list(contender.argv),
-        env=env,
-        cwd=contender.cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = started + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() > deadline:
-            proc.kill()
-            raise TimeoutError(f"{contender.name} ran longer than {timeout}s")
-        time.sleep(0.01)
-    seconds = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.returncode != 0:
-        raise RuntimeError(f"{contender.name} exited {proc.returncode}: {stderr[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024.0  # ru_maxrss is in KiB on Linux
+    reply = _launcher.run(contender.argv, env, contender.cwd, timeout)
+    if reply["code"] != 0:
+        raise RuntimeError(f"{contender.name} exited {reply['code']}: {reply['stderr'][-2000:]}")
+    return float(reply["seconds"]), float(reply["maxrss_kb"]) / 1024.0  # KiB on Linux
 
 
 def run_contenders(

@@ -14,18 +14,20 @@ from __future__ import annotations
 import builtins
 import importlib
 import importlib.metadata
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from sluiceway.core.errors import ConfigError, MissingExtraError
 
 __all__ = [
     "GROUPS",
+    "Duration",
     "KINDS",
     "BuildContext",
     "Kind",
@@ -33,6 +35,7 @@ __all__ = [
     "Registry",
     "StageConfig",
     "default_registry",
+    "parse_duration",
     "require",
 ]
 
@@ -46,6 +49,52 @@ GROUPS: dict[Kind, str] = {
     "state": "sluiceway.state_stores",
     "dlq": "sluiceway.dlqs",
 }
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds from a number or a string like ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h30m"``.
+
+    Anything else is passed through for Pydantic to reject with its own message.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        parts = _PART.findall(text)
+        if parts and "".join(n + u for n, u in parts) == text:
+            return sum(float(n) * _UNITS[u] for n, u in parts)
+        raise ValueError(
+            f"invalid duration {value!r}: use seconds (30) or a number with a unit "
+            "(500ms, 30s, 5m, 1h, 1d)"
+        )
+    return value
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    Field(ge=0),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d)\s*)+$"},
+            ],
+            "description": "seconds, or a duration such as 500ms, 30s, 5m, 1h",
+        }
+    ),
+]
+"""A duration in seconds; accepts numbers or strings like ``"500ms"``, ``"5m"``, ``"1h"``."""
 
 
 class StageConfig(BaseModel):

@@ -125,7 +125,8 @@ def test_exit_2_for_a_bad_spec_with_located_messages(tmp_path: Path) -> None:
     assert result.exit_code == ExitCode.CONFIG_ERROR == 2
     assert error_lines(result) == [
         f"error: {path}:3:1: colour: unknown key (allowed: alerts, dlq, engine, home, load_ahead,"
-        " name, prefetch, retry, sink, source, state, thresholds, transforms, validators,"
+        " name, observability, prefetch, retry, sink, source, state, thresholds, transforms,"
+        " validators,"
         " version)",
         f"error: {path}:7:48: sink.mode: Input should be 'append' or 'replace' (got 'upsert')",
     ]
@@ -292,7 +293,10 @@ def test_state_show_and_reset(tmp_path: Path) -> None:
     assert state_file.exists()
 
     reset = invoke("state", "reset", path, "--yes")
-    assert reset.exit_code == 0 and not state_file.exists()
+    assert reset.exit_code == 0
+    after = json.loads(invoke("state", "show", path, "--json").stdout)["state"]
+    # Positions and intents are gone; the batch counter is kept so seqs never repeat.
+    assert after["positions"] == {} and after["intents"] == [] and after["next_seq"] == 3
     # The next run starts from the beginning again.
     assert invoke("run", path).exit_code == 0
     assert len(read_rows(tmp_path / "out.jsonl")) == 18

@@ -220,6 +220,7 @@ def execute(
     metrics_json: Path | None,
     quiet: bool,
     debug: bool,
+    dq_report: Path | None = None,
 ) -> PipelineMetrics | None:
     """Run ``work`` (``pipeline.run`` or a replay) with signals handled, then report.
 
@@ -240,6 +241,16 @@ def execute(
         metrics, failure = progress.metrics, exc
 
     _write_metrics(metrics_json, metrics, console)
+    if dq_report is not None and metrics is not None:
+        from sluiceway.quality.html_report import write_dq_report
+
+        try:
+            write_dq_report(metrics, dq_report)
+        except OSError as exc:
+            say_error(
+                console,
+                f"cannot write the data-quality report to {dq_report}: {exc.strerror or exc}",
+            )
     if metrics is not None and not quiet:
         console.print(summary(metrics, places))
     if isinstance(failure, KeyboardInterrupt):

@@ -9,6 +9,7 @@ stdout carries only what a command is asked for (the schema, ``--json`` output,
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -44,6 +45,7 @@ from sluiceway.config.build import (
 from sluiceway.config.loader import load_spec
 from sluiceway.config.spec import spec_json_schema
 from sluiceway.core.pipeline import new_run_id
+from sluiceway.core.state import PipelineState
 from sluiceway.observability.logging import LogSubscriber
 
 __all__ = ["ExitCode", "app", "exit_code_for"]
@@ -106,6 +108,13 @@ def run(
             "writes); report what would be written and dead-lettered",
         ),
     ] = False,
+    dq_report: Annotated[
+        Path | None,
+        typer.Option(
+            "--dq-report",
+            help="write an HTML data-quality report of the run here (also when it fails)",
+        ),
+    ] = None,
     log_format: LogFormatOption = None,
     log_level: LogLevelOption = None,
     quiet: QuietOption = False,
@@ -138,6 +147,7 @@ def run(
         metrics_json=metrics_json,
         quiet=quiet,
         debug=debug,
+        dq_report=dq_report,
     )
 
 
@@ -244,7 +254,12 @@ def state_reset(
         raise typer.Exit(ExitCode.CONFIG_ERROR)
     try:
         with store.lock("state-reset"):
+            current, _ = store.read()
             existed = store.reset()
+            if existed and current.next_seq:
+                # Batch numbers never repeat: sinks that key on them (Delta txn, ledgers)
+                # would otherwise take new batches for ones they already hold.
+                store.commit(PipelineState(pipeline=spec.name, next_seq=current.next_seq), 0)
     except Exception as exc:
         raise fail(err, exc) from None
     where = store.describe()

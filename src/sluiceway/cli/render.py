@@ -139,6 +139,31 @@ def _thresholds(m: PipelineMetrics) -> Text | None:
     return Text("thresholds ok: " + " · ".join(parts), style="green")
 
 
+def _failing_checks(m: PipelineMetrics) -> Table | None:
+    """Validation checks that failed during the run, worst first, with sample values."""
+    failing = sorted((s for s in m.rules.values() if s.failed), key=lambda s: -s.failed)
+    if not failing:
+        return None
+    table = Table(title="failing checks", title_justify="left", box=None, padding=(0, 2))
+    table.add_column("check", overflow="fold")
+    table.add_column("tool")
+    table.add_column("on_fail")
+    table.add_column("failed", justify="right")
+    table.add_column("of", justify="right")
+    table.add_column("e.g.", overflow="fold")
+    for s in failing:
+        unit = "rows" if s.row_level else "batches"
+        table.add_row(
+            Text(f"{s.validator}:{s.rule}"),
+            s.tool,
+            s.on_fail,
+            _n(s.failed),
+            f"{_n(s.checked)} {unit}",
+            Text(", ".join(repr(v) for v in s.sample[:3])),
+        )
+    return table
+
+
 def summary(metrics: PipelineMetrics, places: Locations | None = None) -> Group:
     """The end-of-run summary a person reads at a glance.
 
@@ -213,6 +238,9 @@ def summary(metrics: PipelineMetrics, places: Locations | None = None) -> Group:
     limits = _thresholds(m)
     if limits is not None:
         parts.append(limits)
+    checks = _failing_checks(m)
+    if checks is not None:
+        parts.append(checks)
     parts += [stages, balance]
     if places is not None:
         if dry:

@@ -27,6 +27,7 @@ from sluiceway.core.stages import BaseExtractor, BaseLoader, BaseTransformer, Ba
 from sluiceway.core.state import StateStore
 from sluiceway.core.thresholds import Thresholds
 from sluiceway.observability.alerts import AlertChannel, AlertSubscriber, LogChannel, WebhookChannel
+from sluiceway.observability.setup import build_hooks
 from sluiceway.plugins import (
     KINDS,
     BuildContext,
@@ -46,6 +47,7 @@ __all__ = [
     "locate",
     "registry_with",
     "retry_policy",
+    "sink_config",
     "state_store",
     "run_thresholds",
 ]
@@ -195,6 +197,21 @@ def build_stage(kind: Kind, config: StageConfig, context: BuildContext, registry
     return stage
 
 
+def sink_config(spec: PipelineSpec) -> StageConfig:
+    """The sink's config; a merge's ``order_by`` defaults to the source's incremental cursor."""
+    sink = spec.sink
+    cursor = getattr(getattr(spec.source, "incremental", None), "cursor", None)
+    if (
+        isinstance(cursor, str)
+        and getattr(sink, "mode", None) == "merge"
+        and "order_by" in type(sink).model_fields
+        and getattr(sink, "order_by", None) is None
+        and cursor not in (getattr(sink, "keys", None) or [])
+    ):
+        return sink.model_copy(update={"order_by": cursor})
+    return sink
+
+
 def build_pipeline(
     spec: PipelineSpec,
     *,
@@ -226,12 +243,19 @@ def build_pipeline(
         build_stage("source", spec.source, ctx, registry),
         [build_stage("transform", t, at(i), registry) for i, t in enumerate(spec.transforms)],
         [build_stage("validator", v, at(i), registry) for i, v in enumerate(spec.validators)],
-        build_stage("sink", spec.sink, ctx, registry),
+        build_stage("sink", sink_config(spec), ctx, registry),
         dlq=build_stage("dlq", spec.dlq, ctx, registry),
         state=build_stage("state", spec.state, ctx, registry),
         retry=retry_policy(spec),
         prefetch=spec.prefetch,
-        hooks=[*hooks, *(build_alerts(spec) if alerts else [])],
+        hooks=build_hooks(
+            spec.observability,
+            pipeline=spec.name,
+            source_type=spec.source.type,
+            sink_type=spec.sink.type,
+            engine=spec.engine,
+            around=[*hooks, *(build_alerts(spec) if alerts else [])],
+        ),
         limit=limit,
         home=ctx.home or base,
         dry_run=dry_run,

@@ -11,18 +11,15 @@ third-party plugin shows up in both without touching this module.
 
 from __future__ import annotations
 
-import re
 import typing
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PydanticUserError,
     SecretStr,
-    WithJsonSchema,
     create_model,
     field_validator,
 )
@@ -30,7 +27,8 @@ from pydantic import (
 from sluiceway.config.stores import LocalDLQConfig, LocalStateConfig
 from sluiceway.core.errors import ConfigError
 from sluiceway.observability.alerts import ALERT_EVENTS, AlertEvent
-from sluiceway.plugins import KINDS, Kind, Plugin, Registry, StageConfig
+from sluiceway.observability.setup import ObservabilityConfig
+from sluiceway.plugins import KINDS, Duration, Kind, Plugin, Registry, StageConfig, parse_duration
 
 __all__ = [
     "ALERT_EVENTS",
@@ -48,51 +46,6 @@ __all__ = [
     "spec_json_schema",
     "spec_model",
 ]
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-
-
-def parse_duration(value: Any) -> Any:
-    """Seconds from a number or a string like ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h30m"``.
-
-    Anything else is passed through for Pydantic to reject with its own message.
-    """
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        try:
-            return float(text)
-        except ValueError:
-            pass
-        parts = _PART.findall(text)
-        if parts and "".join(n + u for n, u in parts) == text:
-            return sum(float(n) * _UNITS[u] for n, u in parts)
-        raise ValueError(
-            f"invalid duration {value!r}: use seconds (30) or a number with a unit "
-            "(500ms, 30s, 5m, 1h, 1d)"
-        )
-    return value
-
-
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    Field(ge=0),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d)\s*)+$"},
-            ],
-            "description": "seconds, or a duration such as 500ms, 30s, 5m, 1h",
-        }
-    ),
-]
-"""A duration in seconds; accepts numbers or strings like ``"500ms"``, ``"5m"``, ``"1h"``."""
 
 
 class _Section(BaseModel):
@@ -229,6 +182,10 @@ class PipelineSpec(BaseModel):
     )
     thresholds: ThresholdsSpec = Field(
         default_factory=ThresholdsSpec, description="limits whose crossing fails the run"
+    )
+    observability: ObservabilityConfig = Field(
+        default_factory=ObservabilityConfig,
+        description="Datadog traces, metrics and events, or OpenTelemetry traces (off by default)",
     )
 
 

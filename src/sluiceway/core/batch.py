@@ -207,9 +207,12 @@ class Batch:
         cumulative = self._cumulative or self._compute_cumulative()
         names = list(self.positions)
         spans = list(self.positions.values())
-        meta_pos = _meta_column(self.meta, META_POSITION)
-        meta_line = _meta_column(self.meta, META_LINE)
-        meta_raw = _meta_column(self.meta, META_RAW)
+        # Only the asked-for rows of the meta columns are turned into Python objects.
+        known = [rid for rid in row_ids if 0 <= rid < self.extracted_rows]
+        at = {rid: i for i, rid in enumerate(known)}
+        meta_pos = _meta_column(self.meta, META_POSITION, known)
+        meta_line = _meta_column(self.meta, META_LINE, known)
+        meta_raw = _meta_column(self.meta, META_RAW, known)
         out: list[RowOrigin] = []
         for rid in row_ids:
             if rid < 0 or rid >= self.extracted_rows:
@@ -219,14 +222,15 @@ class Batch:
             idx = bisect.bisect_right(cumulative, rid)
             name, span = names[idx], spans[idx]
             k = rid - (cumulative[idx - 1] if idx else 0)
-            if meta_pos is not None and meta_pos[rid] is not None:
-                position = str(meta_pos[rid])
+            j = at[rid]
+            if meta_pos is not None and meta_pos[j] is not None:
+                position = str(meta_pos[j])
             elif isinstance(span.start, int) and not isinstance(span.start, bool):
                 position = str(span.start + k)
             else:
                 position = f"{_compact(span.start)}+{k}"
-            line = meta_line[rid] if meta_line is not None else None
-            raw = meta_raw[rid] if meta_raw is not None else None
+            line = meta_line[j] if meta_line is not None else None
+            raw = meta_raw[j] if meta_raw is not None else None
             out.append(RowOrigin(name, position, line, raw))
         return out
 
@@ -239,10 +243,10 @@ class Batch:
         return tuple(acc)
 
 
-def _meta_column(meta: pa.Table | None, name: str) -> list[Any] | None:
+def _meta_column(meta: pa.Table | None, name: str, rows: Sequence[int]) -> list[Any] | None:
     if meta is None or name not in meta.column_names:
         return None
-    values: list[Any] = meta.column(name).to_pylist()
+    values: list[Any] = meta.column(name).take(pa.array(rows, type=pa.int64())).to_pylist()
     return values
 
 

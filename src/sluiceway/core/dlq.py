@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -27,12 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sluiceway.core.batch import (
-    META_LINE,
-    META_POSITION,
-    META_RAW,
     ROW_ID,
     Batch,
-    RowOrigin,
     drop_hidden,
 )
 from sluiceway.core.crash import crash_point
@@ -47,6 +43,7 @@ __all__ = [
     "LocalParquetDLQ",
     "REJECT_SCHEMA",
     "build_reject_envelopes",
+    "dlq_file_name",
     "reject_table",
     "build_envelopes",
     "read_dead_letters",
@@ -194,43 +191,6 @@ def rows_to_json(table: pa.Table) -> list[str]:
     ]
 
 
-def _origins(batch: Batch, row_ids: list[int]) -> list[RowOrigin]:
-    """``batch.origins(row_ids)``, reading only the dead rows' per-row metadata.
-
-    ``Batch.origins`` turns whole ``meta`` columns into Python lists; for a few dead
-    letters out of a large batch that costs more than the rest of the DLQ write.
-    Here the meta columns are taken at the given rows first (same result).
-    """
-    meta = batch.meta
-    if meta is None or type(batch).origins is not Batch.origins or not row_ids:
-        return batch.origins(row_ids)
-    base = replace(batch, meta=None).origins(row_ids)
-    inside = [i for i, rid in enumerate(row_ids) if 0 <= rid < batch.extracted_rows]
-    if not inside:
-        return base
-    rows = meta.take(pa.array([row_ids[i] for i in inside], pa.int64()))
-
-    def column(name: str) -> list[Any] | None:
-        if name not in rows.column_names:
-            return None
-        values: list[Any] = rows.column(name).to_pylist()
-        return values
-
-    positions, lines, raws = column(META_POSITION), column(META_LINE), column(META_RAW)
-    for k, i in enumerate(inside):
-        origin = base[i]
-        position = origin.position
-        if positions is not None and positions[k] is not None:
-            position = str(positions[k])
-        base[i] = RowOrigin(
-            origin.partition,
-            position,
-            lines[k] if lines is not None else None,
-            raws[k] if raws is not None else None,
-        )
-    return base
-
-
 def build_envelopes(
     batch: Batch,
     letters: DeadLetters,
@@ -242,7 +202,7 @@ def build_envelopes(
     """Turn one stage's rejected rows into DLQ envelopes with stable ids."""
     n = len(letters)
     row_ids = letters.rows.column(ROW_ID).to_pylist() if n else []
-    origins = _origins(batch, row_ids)
+    origins = batch.origins(row_ids)
     visible = drop_hidden(letters.rows)
     row_json = rows_to_json(visible)
     row_types = json.dumps({f.name: str(f.type) for f in visible.schema})
@@ -331,7 +291,8 @@ def build_reject_envelopes(
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
 
 
-def _file_name(seq: int, stage: str) -> str:
+def dlq_file_name(seq: int, stage: str) -> str:
+    """The name of one batch-and-stage DLQ file: ``<seq:012d>.<stage>.parquet``."""
     return f"{seq:012d}.{_UNSAFE.sub('-', stage)}.parquet"
 
 
@@ -351,7 +312,7 @@ class LocalParquetDLQ:
     def write(self, seq: int, stage: str, entries: pa.Table) -> None:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            target = self.directory / _file_name(seq, stage)
+            target = self.directory / dlq_file_name(seq, stage)
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".dlq-", suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as fh:

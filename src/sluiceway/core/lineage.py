@@ -86,8 +86,11 @@ def _restore_ids(part: pa.Table, out: pa.Table, derived: Iterator[int]) -> tuple
         ids = out.column(ROW_ID)
         if ids.type != pa.int64():
             ids = pc.cast(ids, pa.int64())
-        if out.num_rows == 0 or (
-            ids.null_count == 0 and pc.all(pc.is_in(ids, value_set=in_ids)).as_py()
+        # Fast path: a map that kept every row in order carries the very same ids.
+        if (
+            out.num_rows == 0
+            or ids.equals(in_ids)
+            or (ids.null_count == 0 and pc.all(pc.is_in(ids, value_set=in_ids)).as_py())
         ):
             index = out.column_names.index(ROW_ID)
             return out.set_column(index, ROW_ID, ids), True
@@ -198,7 +201,10 @@ def run_transform(
     else:
         letters = _letters(stage, [], run.routed)
         dead = len(letters) if letters else 0
-        filtered, expanded = _counts(table.num_rows, out, row_wise, dead)
+        if letters is None and out.column(ROW_ID).equals(table.column(ROW_ID)):
+            filtered, expanded = 0, 0  # every row kept once, in order: nothing to count
+        else:
+            filtered, expanded = _counts(table.num_rows, out, row_wise, dead)
         return TransformOutcome(out, letters, filtered, expanded, run.calls, row_wise)
 
     whole_batch = transformer.row_wise is False or table.num_rows == 1

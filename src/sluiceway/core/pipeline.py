@@ -131,12 +131,14 @@ class Pipeline:
         self.thresholds = thresholds or Thresholds()
         self.load_ahead = load_ahead
         self._stop = threading.Event()
+        self._drain = threading.Event()
 
     # -- public -------------------------------------------------------------------
 
     def request_stop(self) -> None:
         """Finish the batch in flight, commit it, and end the run (e.g. on SIGTERM)."""
         self._stop.set()
+        self._drain.set()
 
     def run(self, run_id: str | None = None) -> PipelineMetrics:
         """Run until the source is exhausted or stopped.
@@ -252,6 +254,7 @@ class _Run(StageSteps):
             positions=dict(self.state.positions),
             stop=threading.Event(),
             limit=p.limit,
+            drain=p._drain,
         )
         opened: list[Any] = []
         try:
@@ -324,9 +327,22 @@ class _Run(StageSteps):
             self._process(batch, extract_seconds=0.0, started=time.time(), replay=True)
 
     def _consume(self, context: SourceContext) -> None:
-        prefetcher = Prefetcher(self.p.extractor, context, self.p.prefetch)
+        ahead = self._ahead
+        prefetcher = Prefetcher(
+            self.p.extractor,
+            context,
+            self.p.prefetch,
+            on_idle=ahead.drain if ahead is not None else None,
+        )
         try:
             for item in prefetcher:
+                if self.p.extractor.is_stale(item.batch):
+                    self._log.warning(
+                        "batch_dropped_stale",
+                        partitions=list(item.batch.positions),
+                        detail="the source gave these partitions away; their new owner reads them",
+                    )
+                    continue
                 self._process(
                     item.batch.sequenced(self.state.next_seq),
                     extract_seconds=item.seconds,
@@ -341,6 +357,15 @@ class _Run(StageSteps):
             prefetcher.close()
 
     # -- one batch ----------------------------------------------------------------
+
+    def _extract_attrs(self, batch: Batch, replay: bool) -> dict[str, Any]:
+        attrs: dict[str, Any] = {"replay": replay, "partitions": len(batch.positions)}
+        gauges = dict(self.p.extractor.metrics())
+        if gauges:
+            attrs["source_metrics"] = gauges
+            if "consumer_lag" in gauges:
+                attrs["consumer_lag"] = gauges["consumer_lag"]
+        return attrs
 
     def _process(
         self, batch: Batch, *, extract_seconds: float, started: float, replay: bool
@@ -359,7 +384,7 @@ class _Run(StageSteps):
             rows_out=n,
             started=started,
             seconds=extract_seconds,
-            attrs={"replay": replay, "partitions": len(batch.positions)},
+            attrs=self._extract_attrs(batch, replay),
         )
         crash_point("after_extract")
 

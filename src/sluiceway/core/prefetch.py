@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +41,16 @@ _DONE = object()
 class Prefetcher:
     """Iterates an extractor's batches from a background thread, ``depth`` at most in flight."""
 
-    def __init__(self, extractor: BaseExtractor[Any], context: SourceContext, depth: int) -> None:
+    def __init__(
+        self,
+        extractor: BaseExtractor[Any],
+        context: SourceContext,
+        depth: int,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
         self.extractor = extractor
         self.context = context
+        self._on_idle = on_idle
         self._items: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(
             target=self._produce, name=f"sluiceway-extract-{context.pipeline}", daemon=True
@@ -52,7 +59,14 @@ class Prefetcher:
     def __iter__(self) -> Iterator[Extracted]:
         self._thread.start()
         while True:
-            item = self._items.get()
+            try:
+                item = self._items.get(timeout=0.2)
+            except queue.Empty:
+                # Nothing extracted yet: finish work in flight (e.g. commit a loaded
+                # batch) so a slow or idle source never holds a commit back.
+                if self._on_idle is not None:
+                    self._on_idle()
+                continue
             if item is _DONE:
                 return
             if isinstance(item, _Failed):

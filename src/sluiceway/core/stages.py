@@ -49,6 +49,8 @@ class SourceContext:
     positions: Mapping[str, Position] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     limit: int | None = None
+    drain: threading.Event = field(default_factory=threading.Event)
+    """Set on a graceful stop (SIGTERM): emit what is buffered, then end ``extract()``."""
 
 
 @dataclass(slots=True)
@@ -130,6 +132,19 @@ class BaseExtractor(ABC, Generic[T]):
 
     def acknowledge(self, batch: Batch) -> None:
         """The batch is loaded and its state committed (e.g. commit Kafka offsets)."""
+
+    def is_stale(self, batch: Batch) -> bool:
+        """True if a batch read earlier must not be processed any more.
+
+        E.g. its Kafka partitions were revoked by a rebalance and another consumer
+        now owns them; the runner then drops it uncommitted (nothing is lost: the
+        new owner reads those offsets again).
+        """
+        return False
+
+    def metrics(self) -> Mapping[str, float]:
+        """Source gauges (e.g. ``consumer_lag``) attached to each ``batch_extracted`` event."""
+        return {}
 
     def close(self) -> None:
         """Release connections; called once at the end of the run, even on failure."""

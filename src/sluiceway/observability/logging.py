@@ -29,6 +29,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from sluiceway.core.events import EventKind, StageEvent
 from sluiceway.core.metrics import PipelineMetrics
+from sluiceway.observability.tracing import add_trace_context
 
 __all__ = [
     "REDACTED",
@@ -179,6 +180,7 @@ def configure_logging(
     rendering = resolve_format(fmt, stream)
     processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_context,
         structlog.processors.add_log_level,
         _add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
@@ -219,6 +221,9 @@ def metrics_summary(metrics: PipelineMetrics) -> dict[str, Any]:
         "retries": metrics.retries,
         "batches": metrics.batches,
         "replayed_batches": metrics.replayed_batches,
+        "replayed": metrics.replayed,
+        "dry_run": metrics.dry_run,
+        "dead_letter_ratio": round(metrics.dead_letter_ratio, 6),
         "dead_lettered_by": dict(metrics.dead_lettered_by),
         "balanced": metrics.balanced,
         "seconds": round(metrics.duration, 3),
@@ -283,6 +288,21 @@ class LogSubscriber:
 
     def _on_intent_replayed(self, e: StageEvent) -> None:
         self._log.info(EventKind.INTENT_REPLAYED.value, seq=e.seq, rows=e.rows_out)
+
+    def _on_rows_replayed(self, e: StageEvent) -> None:
+        self._log.info(
+            "rows_replayed",
+            seq=e.seq,
+            stage=e.stage,
+            rows=e.rows_out,
+            entries=e.attrs.get("entries"),
+        )
+
+    def _on_threshold_crossed(self, e: StageEvent) -> None:
+        keys = ("threshold", "limit", "value", "dead_lettered", "dead_lettered_by")
+        self._log.error(
+            "threshold_crossed", seq=e.seq, error=e.error, **{k: e.attrs.get(k) for k in keys}
+        )
 
     def _on_batch_extracted(self, e: StageEvent) -> None:
         self._unbind_seq()

@@ -47,7 +47,7 @@ from sluiceway.core.report import OnFail, RuleResult, ValidationReport
 from sluiceway.core.stages import BaseValidator
 from sluiceway.engines.cast import checked_cast
 from sluiceway.engines.types import parse_type, type_name
-from sluiceway.plugins import BuildContext, Plugin, StageConfig
+from sluiceway.plugins import BuildContext, Plugin, StageConfig, parse_duration
 
 __all__ = [
     "CHECKS",
@@ -75,13 +75,6 @@ CHECKS: tuple[str, ...] = (
 
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 _POS = "__sluiceway_pos"
-
-
-def _seconds(value: Any) -> Any:
-    # The spec's duration syntax ("90s", "1h30m"); imported late: config sits above stages.
-    from sluiceway.config.spec import parse_duration
-
-    return parse_duration(value)
 
 
 class ExpectationRule(BaseModel):
@@ -139,7 +132,7 @@ class ExpectationRule(BaseModel):
     @field_validator("freshness", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
-        return _seconds(value)
+        return parse_duration(value)
 
     @field_validator("regex")
     @classmethod

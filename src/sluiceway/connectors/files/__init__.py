@@ -20,7 +20,7 @@ from sluiceway.connectors.files._config import (
     ParquetLoaderConfig,
 )
 from sluiceway.connectors.files._csv import CsvExtractor
-from sluiceway.connectors.files._fs import Compression
+from sluiceway.connectors.files._fs import Compression, FileSet, SourceFile, codec_for
 from sluiceway.connectors.files._jsonl import JsonlExtractor
 from sluiceway.connectors.files._parquet import ParquetExtractor
 from sluiceway.connectors.files._sinks import (
@@ -31,7 +31,7 @@ from sluiceway.connectors.files._sinks import (
     ParquetLoader,
     part_name,
 )
-from sluiceway.connectors.files._source import FileExtractor, file_position
+from sluiceway.connectors.files._source import FileExtractor, FileReader, file_position
 from sluiceway.plugins import BuildContext, Plugin
 
 __all__ = [
@@ -50,6 +50,8 @@ __all__ = [
     "FileExtractorConfig",
     "FileLoader",
     "FileLoaderConfig",
+    "FileReader",
+    "FileSet",
     "JsonlExtractor",
     "JsonlExtractorConfig",
     "JsonlLoader",
@@ -59,6 +61,8 @@ __all__ = [
     "ParquetExtractorConfig",
     "ParquetLoader",
     "ParquetLoaderConfig",
+    "SourceFile",
+    "codec_for",
     "file_position",
     "part_name",
 ]

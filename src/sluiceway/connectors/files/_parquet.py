@@ -51,7 +51,8 @@ class _ParquetReader(FileReader):
         self._handle: Any = None
         try:
             self._handle = fileset.fs.open(file.path, "rb")
-            self._file = pq.ParquetFile(self._handle)
+            # pre_buffer reads whole row groups ahead: less memory without it.
+            self._file = pq.ParquetFile(self._handle, pre_buffer=False)
         except FileNotFoundError as exc:
             self.close()
             raise SourceError(f"input file {file.key} does not exist") from exc

@@ -175,7 +175,20 @@ class ParquetLoader(FileLoader):
     def write(self, table: pa.Table, sink: BinaryIO) -> None:
         try:
             pq.write_table(
-                table, sink, compression=self.compression, row_group_size=self.row_group_size
+                table,
+                sink,
+                compression=self.compression,
+                row_group_size=self.row_group_size,
+                # Dictionaries pay off for text; for numbers they are built and dropped.
+                use_dictionary=[
+                    f.name
+                    for f in table.schema
+                    if pa.types.is_string(f.type)
+                    or pa.types.is_large_string(f.type)
+                    or pa.types.is_binary(f.type)
+                    or pa.types.is_boolean(f.type)
+                    or pa.types.is_dictionary(f.type)
+                ],
             )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
             raise SinkError(f"cannot write Parquet to {self.path}: {exc}") from exc

@@ -8,22 +8,20 @@ spec. Secrets (``sasl_password``, the Schema Registry's ``basic_auth``) are
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from sluiceway.core.errors import ConfigError
 from sluiceway.engines.types import parse_type
-from sluiceway.plugins import StageConfig
+from sluiceway.plugins import Duration, StageConfig
 
 __all__ = [
     "METADATA_FIELDS",
@@ -38,27 +36,10 @@ __all__ = [
 ]
 
 
-def _seconds(value: Any) -> Any:
-    # The spec's own duration parser, imported late: config imports the plugins.
-    from sluiceway.config.spec import parse_duration
-
-    return parse_duration(value)
+Seconds = Duration
+"""Seconds, or a duration such as ``500ms``, ``30s``, ``5m``."""
 
 
-Seconds = Annotated[
-    float,
-    BeforeValidator(_seconds),
-    Field(ge=0),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d)\s*)+$"},
-            ],
-            "description": "seconds, or a duration such as 500ms, 30s, 5m, 1h",
-        }
-    ),
-]
 """A duration in seconds (numbers or ``"500ms"``, ``"5m"``…)."""
 
 ValueFormat = Literal["json", "avro", "protobuf", "raw", "string"]

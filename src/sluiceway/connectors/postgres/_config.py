@@ -8,7 +8,6 @@ libpq keyword. ``dsn`` and ``password`` are secrets: never printed or logged.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -17,7 +16,7 @@ from sluiceway.connectors.postgres._connection import PostgresConnection
 from sluiceway.core.batch import HIDDEN_PREFIX
 from sluiceway.core.errors import ConfigError
 from sluiceway.engines.types import parse_type
-from sluiceway.plugins import BuildContext, StageConfig
+from sluiceway.plugins import BuildContext, StageConfig, parse_duration
 
 __all__ = [
     "IncrementalConfig",
@@ -25,29 +24,9 @@ __all__ = [
     "PostgresSinkConfig",
     "PostgresSourceConfig",
     "PostgresStateConfig",
-    "parse_seconds",
 ]
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _SSLMODES = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
-
-
-def parse_seconds(value: Any) -> Any:
-    """Seconds from a number or a duration string (``"500ms"``, ``"5m"``, ``"1h30m"``)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return value
-    if isinstance(value, int | float):
-        return float(value)
-    text = value.strip().lower().replace(" ", "")
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    parts = _PART.findall(text)
-    if parts and "".join(n + u for n, u in parts) == text:
-        return sum(float(n) * _UNITS[u] for n, u in parts)
-    raise ValueError(f"invalid duration {value!r}: use seconds (30) or e.g. 500ms, 30s, 5m, 1h")
 
 
 def _relation(value: str) -> str:
@@ -113,7 +92,7 @@ class IncrementalConfig(BaseModel):
     @field_validator("lag", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
-        return parse_seconds(value)
+        return parse_duration(value)
 
 
 class PostgresSourceConfig(StageConfig, PostgresConnectionConfig):

@@ -15,18 +15,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from sluiceway.core.errors import ConfigError
 from sluiceway.engines.types import parse_type
-from sluiceway.plugins import StageConfig
+from sluiceway.plugins import Duration, StageConfig
 
 __all__ = [
     "ApiKeyAuth",
@@ -49,27 +47,9 @@ __all__ = [
 ]
 
 
-def _seconds(value: Any) -> Any:
-    # The spec's own duration parser, imported late: config imports the plugins.
-    from sluiceway.config.spec import parse_duration
+Seconds = Duration
+"""Seconds, or a duration such as ``500ms``, ``30s``, ``5m``."""
 
-    return parse_duration(value)
-
-
-Seconds = Annotated[
-    float,
-    BeforeValidator(_seconds),
-    Field(ge=0),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d)\s*)+$"},
-            ],
-            "description": "seconds, or a duration such as 500ms, 30s, 5m, 1h",
-        }
-    ),
-]
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 

@@ -8,7 +8,6 @@ durably; only then does the runner let the checkpoint pass the batch.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pyarrow as pa
@@ -17,17 +16,10 @@ import pyarrow.parquet as pq
 from sluiceway.connectors.s3._errors import translate
 from sluiceway.connectors.s3._options import S3Options, split_uri
 from sluiceway.core.crash import crash_point
-from sluiceway.core.dlq import ENVELOPE_SCHEMA
+from sluiceway.core.dlq import ENVELOPE_SCHEMA, dlq_file_name
 from sluiceway.core.errors import FatalError
 
-__all__ = ["S3DeadLetterQueue", "dlq_object_name", "read_s3_dead_letters"]
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
-
-
-def dlq_object_name(seq: int, stage: str) -> str:
-    """The object name of one batch's entries of one stage (as the local DLQ names files)."""
-    return f"{seq:012d}.{_UNSAFE.sub('-', stage)}.parquet"
+__all__ = ["S3DeadLetterQueue", "read_s3_dead_letters"]
 
 
 class S3DeadLetterQueue:
@@ -55,7 +47,7 @@ class S3DeadLetterQueue:
     def write(self, seq: int, stage: str, entries: pa.Table) -> None:
         sink = pa.BufferOutputStream()
         pq.write_table(entries, sink, compression="zstd")
-        key = self.location.key(dlq_object_name(seq, stage))
+        key = self.location.key(dlq_file_name(seq, stage))
         try:
             body = sink.getvalue().to_pybytes()
             self.client.put_object(Bucket=self.location.bucket, Key=key, Body=body)

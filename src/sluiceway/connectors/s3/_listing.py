@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 
-from sluiceway.connectors.files._fs import Compression, FileSet, SourceFile, codec_for
+from sluiceway.connectors.files import Compression, FileSet, SourceFile, codec_for
 from sluiceway.connectors.s3._errors import is_transient
 from sluiceway.core.errors import SourceError
 

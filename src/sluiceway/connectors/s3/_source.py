@@ -30,11 +30,12 @@ import structlog
 from sluiceway.connectors.files import (
     CsvExtractor,
     FileExtractor,
+    FileSet,
     JsonlExtractor,
     ParquetExtractor,
+    SourceFile,
     file_position,
 )
-from sluiceway.connectors.files._fs import FileSet, SourceFile
 from sluiceway.connectors.s3._errors import is_transient
 from sluiceway.connectors.s3._listing import S3FileSet, hive_values
 from sluiceway.connectors.s3._objects import read_concurrently

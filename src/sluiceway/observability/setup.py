@@ -1,0 +1,544 @@
+"""The spec's ``observability:`` section and the event hooks it turns into.
+
+::
+
+    observability:
+      datadog: true                  # traces, metrics and events with the defaults below
+      # or
+      datadog:
+        traces: true                 # APM spans through ddtrace
+        metrics: true                # DogStatsD metrics
+        events: true                 # Datadog events on dead letters and run failure
+        service: orders              # DD_SERVICE, else "sluiceway"
+        env: prod                    # DD_ENV
+        version: "1.4"               # DD_VERSION
+        tags: {team: data}           # DD_TAGS ("team:data,tier:1") plus these
+        agent_url: http://dd-agent:8126   # DD_TRACE_AGENT_URL, else http://$DD_AGENT_HOST:8126
+        statsd_host: dd-agent        # DD_DOGSTATSD_URL / DD_DOGSTATSD_HOST / DD_AGENT_HOST
+        statsd_port: 8125            # DD_DOGSTATSD_PORT
+      opentelemetry:                 # traces over OTLP/HTTP instead of ddtrace
+        endpoint: http://collector:4318/v1/traces   # OTEL_EXPORTER_OTLP_TRACES_ENDPOINT …
+
+Nothing is on by default, and then nothing is imported: :func:`build_hooks` returns
+only the hooks it was given. Enabled, it checks that ddtrace / datadog /
+OpenTelemetry (the ``datadog`` and ``otel`` extras) are installed, imports them in
+loader threads (overlapping the start of the run) and returns
+:class:`ObservabilityHooks`, a list of hooks with a
+:meth:`~ObservabilityHooks.close` that flushes metrics and traces. Close is also
+run at interpreter exit and, when SIGTERM would otherwise kill the process
+outright, from a SIGTERM handler that flushes and then dies of SIGTERM as before.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from functools import partial
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from sluiceway.core.errors import MissingExtraError
+from sluiceway.core.events import Hook
+
+if TYPE_CHECKING:
+    from sluiceway.observability.spans import SpanBackend
+
+T = TypeVar("T")
+
+__all__ = [
+    "DatadogConfig",
+    "DatadogSettings",
+    "ObservabilityConfig",
+    "ObservabilityHooks",
+    "OpenTelemetryConfig",
+    "OpenTelemetrySettings",
+    "build_hooks",
+    "close_all",
+]
+
+
+def _pairs(value: Any, sep: str) -> Any:
+    """``"a:1,b:2"`` or ``["a:1"]`` → ``{"a": "1"}``; mappings pass through."""
+    if isinstance(value, str):
+        value = [part for part in value.replace(" ", ",").split(",") if part]
+    if isinstance(value, list | tuple):
+        out: dict[str, str] = {}
+        for item in value:
+            key, _, val = str(item).partition(sep)
+            out[key.strip()] = val.strip()
+        return out
+    return value
+
+
+def _dogstatsd_url(url: str | None) -> tuple[str | None, int | None, str | None]:
+    """``udp://host:port`` or ``unix:///path`` (``DD_DOGSTATSD_URL``) → host, port, socket."""
+    if not url:
+        return None, None, None
+    parsed = urlsplit(url)
+    if parsed.scheme in ("unix", "unixgram", "unixstream"):
+        return None, None, parsed.path or None
+    return parsed.hostname, parsed.port, None
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatadogConfig(_Section):
+    """``observability.datadog``: unset fields come from the standard ``DD_*`` variables."""
+
+    traces: bool = Field(default=True, description="APM spans through ddtrace")
+    metrics: bool = Field(default=True, description="DogStatsD metrics")
+    events: bool = Field(
+        default=True, description="Datadog events on dead-lettered rows and run failure"
+    )
+    service: str | None = Field(default=None, description="DD_SERVICE, else 'sluiceway'")
+    env: str | None = Field(default=None, description="DD_ENV")
+    version: str | None = Field(default=None, description="DD_VERSION")
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="extra tags on every metric, event and run span"
+    )
+    agent_url: str | None = Field(
+        default=None, description="trace agent; DD_TRACE_AGENT_URL, else DD_AGENT_HOST:8126"
+    )
+    statsd_host: str | None = Field(
+        default=None,
+        description="DD_DOGSTATSD_URL, else DD_DOGSTATSD_HOST, else DD_AGENT_HOST, else localhost",
+    )
+    statsd_port: int | None = Field(default=None, ge=1, le=65535, description="DD_DOGSTATSD_PORT")
+    statsd_socket: str | None = Field(
+        default=None,
+        description="a DogStatsD unix socket instead of UDP (DD_DOGSTATSD_URL=unix:///…)",
+    )
+    events_min_interval: float = Field(
+        default=600.0, ge=0, description="seconds between two dead-letter events of a run"
+    )
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> Any:
+        return _pairs(value, ":")
+
+    def resolve(self, environ: Mapping[str, str] | None = None) -> DatadogSettings:
+        """The effective settings: this section over the ``DD_*`` variables over defaults."""
+        env = os.environ if environ is None else environ
+        agent_host = env.get("DD_AGENT_HOST") or "localhost"
+        agent_url = (
+            self.agent_url
+            or env.get("DD_TRACE_AGENT_URL")
+            or f"http://{agent_host}:{env.get('DD_TRACE_AGENT_PORT') or 8126}"
+        )
+        url_host, url_port, url_socket = _dogstatsd_url(env.get("DD_DOGSTATSD_URL"))
+        explicit = self.statsd_host or self.statsd_port or self.statsd_socket
+        if explicit:
+            url_host = url_port = url_socket = None
+        host = self.statsd_host or url_host or env.get("DD_DOGSTATSD_HOST") or agent_host
+        port = self.statsd_port or url_port or int(env.get("DD_DOGSTATSD_PORT") or 8125)
+        socket_path = self.statsd_socket or url_socket or env.get("DD_DOGSTATSD_SOCKET") or None
+        tags = {**_pairs(env.get("DD_TAGS", ""), ":"), **self.tags}
+        return DatadogSettings(
+            traces=self.traces,
+            metrics=self.metrics,
+            events=self.events,
+            service=self.service or env.get("DD_SERVICE") or "sluiceway",
+            env=self.env or env.get("DD_ENV") or None,
+            version=self.version or env.get("DD_VERSION") or None,
+            tags=tags,
+            agent_url=agent_url,
+            statsd_host=host,
+            statsd_port=port,
+            statsd_socket=socket_path,
+            events_min_interval=self.events_min_interval,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DatadogSettings:
+    """Resolved Datadog settings (see :meth:`DatadogConfig.resolve`)."""
+
+    traces: bool
+    metrics: bool
+    events: bool
+    service: str
+    env: str | None
+    version: str | None
+    tags: Mapping[str, str]
+    agent_url: str
+    statsd_host: str
+    statsd_port: int
+    statsd_socket: str | None
+    events_min_interval: float
+
+
+class OpenTelemetryConfig(_Section):
+    """``observability.opentelemetry``: OTLP/HTTP traces; unset fields from ``OTEL_*``."""
+
+    endpoint: str | None = Field(
+        default=None,
+        description="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT "
+        "+ /v1/traces, else http://localhost:4318/v1/traces",
+    )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="request headers (OTEL_EXPORTER_OTLP_HEADERS)"
+    )
+    service: str | None = Field(default=None, description="OTEL_SERVICE_NAME, else 'sluiceway'")
+    env: str | None = Field(default=None, description="deployment.environment (DD_ENV)")
+    version: str | None = Field(default=None, description="service.version")
+    resource_attributes: dict[str, str] = Field(
+        default_factory=dict, description="merged over OTEL_RESOURCE_ATTRIBUTES"
+    )
+    timeout: float | None = Field(default=None, gt=0, description="export timeout, seconds")
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers(cls, value: Any) -> Any:
+        return _pairs(value, "=")
+
+    def resolve(self, environ: Mapping[str, str] | None = None) -> OpenTelemetrySettings:
+        env = os.environ if environ is None else environ
+        endpoint = self.endpoint or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        if not endpoint:
+            base = (env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318").rstrip("/")
+            endpoint = base + "/v1/traces"
+        headers = {
+            **_pairs(env.get("OTEL_EXPORTER_OTLP_HEADERS", ""), "="),
+            **{k: v.get_secret_value() for k, v in self.headers.items()},
+        }
+        return OpenTelemetrySettings(
+            endpoint=endpoint,
+            headers=headers,
+            service=self.service or env.get("OTEL_SERVICE_NAME") or "sluiceway",
+            env=self.env or env.get("DD_ENV") or None,
+            version=self.version or None,
+            resource_attributes=dict(self.resource_attributes),
+            timeout=self.timeout,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenTelemetrySettings:
+    """Resolved OpenTelemetry settings; ``headers`` are hidden from the repr."""
+
+    endpoint: str
+    headers: Mapping[str, str]
+    service: str
+    env: str | None
+    version: str | None
+    resource_attributes: Mapping[str, str]
+    timeout: float | None
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenTelemetrySettings(endpoint={self.endpoint!r}, service={self.service!r}, "
+            f"env={self.env!r}, headers=[{', '.join(sorted(self.headers))}])"
+        )
+
+
+class ObservabilityConfig(_Section):
+    """``observability:`` — off unless ``datadog`` or ``opentelemetry`` is set.
+
+    Each accepts ``true`` (all defaults), ``false`` or a mapping. Traces go to one
+    exporter: with ``opentelemetry`` set, set ``datadog.traces: false`` (Datadog
+    metrics and events still work alongside).
+    """
+
+    datadog: DatadogConfig | bool = Field(
+        default=False, description="true, false, or Datadog settings"
+    )
+    opentelemetry: OpenTelemetryConfig | bool = Field(
+        default=False, description="true, false, or OTLP trace exporter settings"
+    )
+
+    @property
+    def datadog_config(self) -> DatadogConfig | None:
+        if self.datadog is True:
+            return DatadogConfig()
+        return self.datadog or None
+
+    @property
+    def opentelemetry_config(self) -> OpenTelemetryConfig | None:
+        if self.opentelemetry is True:
+            return OpenTelemetryConfig()
+        return self.opentelemetry or None
+
+    @property
+    def enabled(self) -> bool:
+        return self.datadog_config is not None or self.opentelemetry_config is not None
+
+    @model_validator(mode="after")
+    def _one_tracer(self) -> ObservabilityConfig:
+        dd = self.datadog_config
+        if dd is not None and dd.traces and self.opentelemetry_config is not None:
+            raise ValueError(
+                "traces go to one exporter: with opentelemetry set, set datadog.traces: false"
+            )
+        return self
+
+
+# -- hooks ------------------------------------------------------------------------------
+
+# Hooks not closed yet, by id: closed at exit or on SIGTERM.
+_OPEN: dict[int, ObservabilityHooks] = {}
+_lock = threading.Lock()
+_installed = False
+
+
+class ObservabilityHooks(list[Hook]):
+    """The hooks to pass to a pipeline, plus :meth:`flush` and :meth:`close`.
+
+    Also a context manager (``with build_hooks(...) as hooks:``). Closing twice is
+    harmless; hooks still called after closing send nothing further.
+    """
+
+    def __init__(
+        self,
+        hooks: Iterable[Hook] = (),
+        *,
+        flushers: Sequence[Callable[[], Any]] = (),
+        closers: Sequence[Callable[[], Any]] = (),
+        description: str = "off",
+    ) -> None:
+        super().__init__(hooks)
+        self._flushers = list(flushers)
+        self._closers = list(closers)
+        self.description = description
+        self.closed = False
+        if self._closers:
+            _OPEN[id(self)] = self
+
+    def __repr__(self) -> str:
+        return f"ObservabilityHooks({self.description}, hooks={len(self)})"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._closers)
+
+    def flush(self) -> None:
+        """Send buffered metrics and finished spans now."""
+        for flush in self._flushers:
+            with contextlib.suppress(Exception):
+                flush()
+
+    def close(self) -> None:
+        """Flush, then release clients (sockets, exporter threads)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.flush()
+        for close in self._closers:
+            with contextlib.suppress(Exception):
+                close()
+        _OPEN.pop(id(self), None)
+
+    def __enter__(self) -> ObservabilityHooks:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def close_all() -> None:
+    """Close every open :class:`ObservabilityHooks` (run at exit and on SIGTERM)."""
+    for hooks in list(_OPEN.values()):
+        hooks.close()
+
+
+def _on_sigterm(signum: int, _: FrameType | None) -> None:
+    close_all()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _install_exit_flush() -> None:
+    """atexit always; a SIGTERM handler only where SIGTERM would kill without cleanup."""
+    global _installed  # noqa: PLW0603 - once per process
+    with _lock:
+        if _installed:
+            return
+        _installed = True
+        atexit.register(close_all)
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError, OSError):
+                if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+                    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _need(module: str, *, extra: str, what: str) -> None:
+    """Fail now, naming the extra, when an optional package is missing (without importing it)."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise MissingExtraError(what, extra, module)
+
+
+def _load(module: str, factory: Callable[[], T]) -> Future[T]:
+    """``factory()`` as a future: made now if ``module`` is imported already, else in a
+    loader thread, so importing a vendor package (up to a second) overlaps the run."""
+    future: Future[T] = Future()
+
+    def make() -> None:
+        try:
+            future.set_result(factory())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    if module in sys.modules:
+        make()
+    else:
+        threading.Thread(target=make, name=f"sluiceway-load-{module}", daemon=True).start()
+    return future
+
+
+def _maybe_lazy(
+    module: str,
+    factory: Callable[[], SpanBackend],
+    fields: Callable[[int, int], dict[str, str]],
+) -> SpanBackend:
+    """The backend itself when its vendor module is loaded (a run then joins the caller's
+    active trace); otherwise a :class:`LazyTraceBackend` over a loader thread."""
+    from sluiceway.observability.spans import LazyTraceBackend
+
+    if module in sys.modules:
+        return factory()
+    return LazyTraceBackend(_load(module, factory), fields)
+
+
+def build_hooks(
+    config: ObservabilityConfig | None,
+    *,
+    pipeline: str,
+    source_type: str | None = None,
+    sink_type: str | None = None,
+    engine: str | None = None,
+    around: Sequence[Hook] = (),
+    environ: Mapping[str, str] | None = None,
+) -> ObservabilityHooks:
+    """The event hooks for ``config``, wrapped around ``around`` (e.g. the log subscriber).
+
+    Order: tracer, metrics, Datadog events, then ``around``, then the tracer's
+    :meth:`~sluiceway.observability.tracing.RunTracer.after` — so log lines written
+    by ``around`` hooks carry the ids of the span their event made. Disabled, this
+    is ``ObservabilityHooks(around)`` and imports nothing.
+    """
+    config = config or ObservabilityConfig()
+    if not config.enabled:
+        return ObservabilityHooks(around)
+
+    from sluiceway.observability.statsd import tag
+
+    first: list[Hook] = []
+    last: list[Hook] = []
+    flushers: list[Callable[[], Any]] = []
+    closers: list[Callable[[], Any]] = []
+    parts: list[str] = []
+    dd = config.datadog_config.resolve(environ) if config.datadog_config else None
+    otel = config.opentelemetry_config.resolve(environ) if config.opentelemetry_config else None
+    user_tags = dict(dd.tags) if dd else {}
+
+    backend: Any = None
+    if otel is not None:
+        from sluiceway.observability.otel import OtelTraceBackend, otel_fields
+
+        _need("opentelemetry.sdk", extra="otel", what="OpenTelemetry tracing")
+        o = otel
+        backend = _maybe_lazy(
+            "opentelemetry.sdk.trace",
+            lambda: OtelTraceBackend(
+                endpoint=o.endpoint,
+                headers=o.headers,
+                service=o.service,
+                env=o.env,
+                version=o.version,
+                resource_attributes=o.resource_attributes,
+                timeout=o.timeout,
+            ),
+            partial(otel_fields, service=o.service, env=o.env, version=o.version),
+        )
+        parts.append(f"otlp traces to {otel.endpoint}")
+    elif dd is not None and dd.traces:
+        from sluiceway.observability.spans import DatadogTraceBackend, datadog_fields
+
+        _need("ddtrace", extra="datadog", what="Datadog tracing")
+        d = dd
+        backend = _maybe_lazy(
+            "ddtrace.trace",
+            lambda: DatadogTraceBackend(
+                service=d.service, env=d.env, version=d.version, agent_url=d.agent_url
+            ),
+            partial(datadog_fields, service=d.service, env=d.env, version=d.version),
+        )
+        parts.append(f"datadog traces to {dd.agent_url}")
+    if backend is not None:
+        from sluiceway.observability.tracing import RunTracer
+
+        tracer = RunTracer(
+            backend,
+            source_type=source_type,
+            sink_type=sink_type,
+            engine=engine,
+            tags=user_tags,
+        )
+        first.append(tracer)
+        last.append(tracer.after)
+        flushers.append(backend.flush)
+        closers.append(backend.close)
+
+    if dd is not None and (dd.metrics or dd.events):
+        from sluiceway.observability.statsd import LazyStatsd, StatsdSubscriber, statsd_client
+
+        _need("datadog", extra="datadog", what="DogStatsD metrics")
+        common = {"pipeline": pipeline, "source": source_type, "sink": sink_type}
+        common |= {"env": dd.env, "service": dd.service, "version": dd.version}
+        constant = [tag(k, v) for k, v in {**common, **user_tags}.items() if v]
+        d = dd
+        client = LazyStatsd(
+            _load(
+                "datadog.dogstatsd.base",
+                lambda: statsd_client(
+                    host=d.statsd_host,
+                    port=d.statsd_port,
+                    socket_path=d.statsd_socket,
+                    constant_tags=constant,
+                ),
+            )
+        )
+        if dd.metrics:
+            first.append(StatsdSubscriber(client))
+        if dd.events:
+            from sluiceway.observability.alerts import AlertSubscriber
+            from sluiceway.observability.statsd import DatadogEventChannel
+
+            first.append(
+                AlertSubscriber(DatadogEventChannel(client), min_interval=dd.events_min_interval)
+            )
+        flushers.append(client.flush)
+        closers.append(client.close)
+        where = dd.statsd_socket or f"{dd.statsd_host}:{dd.statsd_port}"
+        parts.append(f"dogstatsd to {where}")
+
+    hooks = ObservabilityHooks(
+        [*first, *around, *last],
+        flushers=flushers,
+        closers=closers,
+        description="; ".join(parts),
+    )
+    _install_exit_flush()
+    return hooks

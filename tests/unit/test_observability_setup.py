@@ -1,0 +1,263 @@
+"""The ``observability:`` config, build_hooks, flushing at exit and on SIGTERM, no cost when off."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from sluiceway.observability.setup import (
+    DatadogConfig,
+    ObservabilityConfig,
+    ObservabilityHooks,
+    OpenTelemetryConfig,
+    build_hooks,
+)
+from sluiceway.observability.statsd import METRICS, tag
+
+ROOT = Path(__file__).resolve().parents[2]
+VENDORS = ("ddtrace", "datadog", "opentelemetry")
+
+
+def test_off_by_default_and_shorthands() -> None:
+    assert not ObservabilityConfig().enabled
+    on = ObservabilityConfig.model_validate({"datadog": True})
+    assert on.enabled and on.datadog_config == DatadogConfig()
+    assert ObservabilityConfig.model_validate({"datadog": False}).datadog_config is None
+    custom = ObservabilityConfig.model_validate({"datadog": {"metrics": False, "env": "prod"}})
+    assert custom.datadog_config is not None and custom.datadog_config.env == "prod"
+    with pytest.raises(ValidationError, match=r"unknown|Extra inputs"):
+        ObservabilityConfig.model_validate({"datadog": {"trace": True}})
+
+
+def test_traces_go_to_one_exporter() -> None:
+    with pytest.raises(ValidationError, match="traces go to one exporter"):
+        ObservabilityConfig.model_validate({"datadog": True, "opentelemetry": True})
+    both = ObservabilityConfig.model_validate(
+        {"datadog": {"traces": False}, "opentelemetry": {"endpoint": "http://c:4318/v1/traces"}}
+    )
+    assert both.datadog_config is not None and both.opentelemetry_config is not None
+
+
+def test_datadog_settings_come_from_the_standard_environment() -> None:
+    env = {
+        "DD_SERVICE": "orders",
+        "DD_ENV": "staging",
+        "DD_VERSION": "3.1",
+        "DD_TAGS": "team:data,tier:1",
+        "DD_AGENT_HOST": "dd-agent",
+        "DD_DOGSTATSD_PORT": "9125",
+    }
+    s = DatadogConfig().resolve(env)
+    assert (s.service, s.env, s.version) == ("orders", "staging", "3.1")
+    assert dict(s.tags) == {"team": "data", "tier": "1"}
+    assert s.agent_url == "http://dd-agent:8126"
+    assert (s.statsd_host, s.statsd_port) == ("dd-agent", 9125)
+    socket_url = "unix:///var/run/apm.sock"
+    assert DatadogConfig().resolve({"DD_TRACE_AGENT_URL": socket_url}).agent_url == socket_url
+    spec = DatadogConfig(service="x", env="prod", tags=["team:core"], statsd_port=8200)
+    s = spec.resolve(env)
+    assert (s.service, s.env, s.statsd_port) == ("x", "prod", 8200)
+    assert dict(s.tags) == {"team": "core", "tier": "1"}
+    s = DatadogConfig().resolve({"DD_DOGSTATSD_URL": "udp://stats:9000", "DD_AGENT_HOST": "a"})
+    assert (s.statsd_host, s.statsd_port, s.agent_url) == ("stats", 9000, "http://a:8126")
+    s = DatadogConfig().resolve({"DD_DOGSTATSD_URL": "unix:///var/run/datadog/dsd.socket"})
+    assert s.statsd_socket == "/var/run/datadog/dsd.socket"
+    s = DatadogConfig(statsd_port=1234).resolve({"DD_DOGSTATSD_URL": "udp://stats:9000"})
+    assert (s.statsd_host, s.statsd_port) == ("localhost", 1234)
+    bare = DatadogConfig().resolve({})
+    assert (bare.service, bare.env, bare.agent_url) == ("sluiceway", None, "http://localhost:8126")
+    assert (bare.statsd_host, bare.statsd_port) == ("localhost", 8125)
+
+
+def test_opentelemetry_settings_and_secret_headers() -> None:
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/",
+        "OTEL_EXPORTER_OTLP_HEADERS": "api-key=from-env",
+        "OTEL_SERVICE_NAME": "svc",
+    }
+    s = OpenTelemetryConfig().resolve(env)
+    assert s.endpoint == "http://collector:4318/v1/traces"
+    assert s.service == "svc" and dict(s.headers) == {"api-key": "from-env"}
+    s = OpenTelemetryConfig(headers={"api-key": "s3cret"}).resolve(
+        {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://otlp.example/v1/traces"}
+    )
+    assert s.endpoint == "https://otlp.example/v1/traces" and s.headers["api-key"] == "s3cret"
+    assert "s3cret" not in repr(s) and "s3cret" not in repr(OpenTelemetryConfig(headers="a=s3cret"))
+    assert OpenTelemetryConfig().resolve({}).endpoint == "http://localhost:4318/v1/traces"
+
+
+def test_disabled_build_hooks_returns_only_the_given_hooks() -> None:
+    def mine(event: object) -> None:
+        return None
+
+    hooks = build_hooks(None, pipeline="p", around=[mine])
+    assert list(hooks) == [mine] and not hooks.enabled
+    hooks.close()
+    hooks.close()
+
+
+def test_tags_are_normalised_like_datadog_stores_them() -> None:
+    assert tag("rule", "positive(value)") == "rule:positive_value_"
+    assert tag("error_type", "TransientError") == "error_type:transienterror"
+    assert tag("stage_name", "transform.0.sql") == "stage_name:transform.0.sql"
+    assert tag("rule", None) == "rule:none"
+    assert len(tag("k", "x" * 500)) == 200
+
+
+def test_the_documented_metric_table_is_what_the_code_emits() -> None:
+    text = (ROOT / "docs" / "observability.md").read_text()
+    rows = re.findall(r"^\| `(sluiceway\.[a-z_.]+)` \| (\w+) \|", text, re.MULTILINE)
+    assert rows == [(m.name, m.type) for m in METRICS]
+
+
+_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import pyarrow as pa
+    from sluiceway.cli.app import app
+    from sluiceway.core import BaseExtractor, BaseLoader, Pipeline
+    from sluiceway.observability.logging import configure_logging, LogSubscriber
+    import sluiceway.observability.setup as setup
+    import sluiceway.observability.tracing, sluiceway.observability.statsd
+    import sluiceway.observability.otel, sluiceway.observability.spans
+
+    class Source(BaseExtractor):
+        def extract(self):
+            yield pa.table({"x": [1, 2, 3]})
+
+    class Sink(BaseLoader):
+        def load(self, batch):
+            return None
+
+    configure_logging("info", "json")
+    hooks = setup.build_hooks(setup.ObservabilityConfig(), pipeline="p", around=[LogSubscriber()])
+    metrics = Pipeline("p", Source(), [], [], Sink(), hooks=hooks, home=sys.argv[1]).run()
+    hooks.close()
+    try:  # the CLI, through spec loading, the registry and build_pipeline
+        app(["run", sys.argv[2], "--quiet"], standalone_mode=False)
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+    loaded = {m.split(".")[0] for m in sys.modules}
+    vendors = sorted(loaded & {"ddtrace", "datadog", "opentelemetry"})
+    print(json.dumps({"written": metrics.written, "vendors": vendors}))
+    """
+)
+
+
+def test_observability_off_imports_no_vendor_package(tmp_path: Path) -> None:
+    from tests.integration.observability.plugins import ENV_PLUGINS, PYTHONPATH
+
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(
+        "version: 1\nname: quiet\nsource: {type: obs-rows}\n"
+        "sink: {type: obs-flaky, path: out.jsonl}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "SLUICEWAY_"))}
+    path = os.pathsep.join(filter(None, [PYTHONPATH, env.get("PYTHONPATH")]))
+    env |= {"PYTHONPATH": path, "SLUICEWAY_PLUGINS": ENV_PLUGINS}
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(tmp_path), str(spec)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result == {"written": 3, "vendors": []}
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 12
+
+
+_SIGTERM_CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    from sluiceway.observability.setup import ObservabilityHooks, _install_exit_flush
+
+    marker = Path(sys.argv[1])
+    hooks = ObservabilityHooks(
+        flushers=[lambda: marker.write_text("flushed")], closers=[lambda: None]
+    )
+    _install_exit_flush()
+    print("ready", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_sigterm_flushes_then_dies_of_sigterm(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SIGTERM_CHILD, str(marker)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=30) == -signal.SIGTERM
+    assert marker.read_text() == "flushed"
+
+
+def test_closed_hooks_leave_the_exit_list() -> None:
+    closed: list[str] = []
+    hooks = ObservabilityHooks(closers=[lambda: closed.append("x")])
+    with hooks:
+        assert hooks.enabled
+    hooks.close()
+    assert closed == ["x"] and hooks.closed
+
+
+def test_public_names_are_pinned() -> None:
+    import sluiceway.observability.otel as otel
+    import sluiceway.observability.setup as setup
+    import sluiceway.observability.spans as spans
+    import sluiceway.observability.statsd as statsd
+    import sluiceway.observability.tracing as tracing
+
+    expected = {
+        setup: [
+            "DatadogConfig",
+            "DatadogSettings",
+            "ObservabilityConfig",
+            "ObservabilityHooks",
+            "OpenTelemetryConfig",
+            "OpenTelemetrySettings",
+            "build_hooks",
+            "close_all",
+        ],
+        tracing: ["ROOT_SPAN", "RunTracer", "add_trace_context", "current_correlation"],
+        spans: [
+            "DatadogTraceBackend",
+            "LazyTraceBackend",
+            "SpanBackend",
+            "datadog_fields",
+            "format_trace_id",
+            "new_span_id",
+            "new_trace_id",
+        ],
+        statsd: [
+            "COMMON_TAGS",
+            "CONSUMER_LAG_ATTR",
+            "METRICS",
+            "DatadogEventChannel",
+            "LazyStatsd",
+            "MetricSpec",
+            "StatsdClient",
+            "StatsdSubscriber",
+            "stage_kind",
+            "statsd_client",
+            "tag",
+        ],
+        otel: ["OtelTraceBackend", "otel_fields"],
+    }
+    for module, names in expected.items():
+        assert sorted(module.__all__) == sorted(names), module.__name__
+        assert all(getattr(module, name) is not None for name in names)
