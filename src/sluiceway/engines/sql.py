@@ -12,22 +12,44 @@ would fail on every batch, so the run stops instead of dead-lettering everything
 A value the query cannot handle (a failed cast, an out-of-range number) is a
 :class:`TransformError`, a data error: the runner bisects the batch and
 dead-letters only the rows that fail.
+
+Columns a query only passes through (``SELECT *, … FROM batch``, never named
+anywhere in it) do not travel through DuckDB: the plan (:func:`passthrough_plan`,
+read from DuckDB's own parse tree) sends the referenced columns and the row id,
+then puts the others back, in their place in ``*``, taken by row id from the
+input with their Arrow types unchanged (dictionary columns excepted: DuckDB
+decodes those, as it would if they went through). Converting text columns to DuckDB and
+back is most of the cost of a projection; a query the plan cannot prove safe
+(a second ``*``, ``EXCLUDE``/``REPLACE``/``COLUMNS``, the table used as a row,
+an output name equal to a passed column) runs on the whole batch.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from sluiceway.core.batch import ROW_ID
 from sluiceway.core.errors import ConfigError, TransformError
 from sluiceway.core.stages import BaseTransformer
 
 if TYPE_CHECKING:
     import polars as pl
 
-__all__ = ["SQLEngine", "SQLTransformer", "check_query", "default_threads"]
+__all__ = [
+    "Passthrough",
+    "SQLEngine",
+    "SQLTransformer",
+    "check_query",
+    "default_threads",
+    "passthrough_plan",
+]
 
 SQLEngine = Literal["duckdb", "polars"]
 
@@ -87,6 +109,104 @@ def check_query(query: str, *, transform: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Passthrough:
+    """What a query reads: ``*`` is select item ``star_index``; ``referenced`` names
+    (lower case) are every column name the query mentions anywhere."""
+
+    star_index: int
+    referenced: frozenset[str]
+
+
+def _nodes(node: Any) -> Iterator[dict[str, Any]]:
+    """Every dict in a parse tree, depth first."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _nodes(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _nodes(value)
+
+
+def passthrough_plan(query: str) -> Passthrough | None:
+    """The plan for running ``query`` without the columns it only passes through, or
+    None when the parse tree does not prove that safe.
+
+    Safe means: one plain ``SELECT`` over the base table ``batch`` (no ``DISTINCT``,
+    ``ORDER BY``, ``LIMIT``, ``GROUP BY``, ``HAVING``, ``QUALIFY``, CTE, set operation
+    or join), whose only ``*`` anywhere is an unqualified select item with no
+    ``EXCLUDE``/``REPLACE``/``RENAME``/``COLUMNS``, and that never names the table
+    itself as a value. Then the rows and the non-star outputs depend only on the
+    referenced columns, and ``*`` lists the others unchanged.
+    """
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        row = con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()
+        tree = json.loads(row[0]) if row else {}
+    except (duckdb.Error, TypeError, ValueError):
+        return None
+    finally:
+        con.close()
+    statements = tree.get("statements") if not tree.get("error") else None
+    if not statements or len(statements) != 1:
+        return None
+    node = statements[0].get("node") or {}
+    source = node.get("from_table") or {}
+    if (
+        node.get("type") != "SELECT_NODE"
+        or node.get("modifiers")
+        or (node.get("cte_map") or {}).get("map")
+        or node.get("group_expressions")
+        or node.get("group_sets")
+        or node.get("having")
+        or node.get("qualify")
+        or node.get("sample")
+        or source.get("type") != "BASE_TABLE"
+        or str(source.get("table_name", "")).lower() != TABLE
+        or source.get("schema_name")
+        or source.get("catalog_name")
+        or source.get("sample")
+        or source.get("at_clause")
+        or source.get("column_name_alias")
+    ):
+        return None
+    items = node.get("select_list") or []
+    stars = [n for n in _nodes(node) if n.get("class") == "STAR" or n.get("type") == "STAR"]
+    if len(stars) != 1:
+        return None
+    star = stars[0]
+    if not any(item is star for item in items) or any(
+        star.get(key)
+        for key in (
+            "relation_name",
+            "exclude_list",
+            "replace_list",
+            "rename_list",
+            "qualified_exclude_list",
+            "columns",
+            "expr",
+            "alias",
+        )
+    ):
+        return None
+    tables = {TABLE, str(source.get("alias") or "").lower()} - {""}
+    referenced: set[str] = set()
+    for n in _nodes(node):
+        if "POSITIONAL" in str(n.get("class", "")) or "POSITIONAL" in str(n.get("type", "")):
+            return None  # `#2` names a column by its place, which narrowing moves
+        if n.get("class") == "COLUMN_REF":
+            names = [str(name).lower() for name in n.get("column_names") or []]
+            if not names or (len(names) == 1 and names[0] in tables):
+                return None  # the table used as a value (a row struct)
+            referenced.add(names[-1])
+            referenced.update(names[:-1])  # struct paths: keep their first name too
+    index = next(i for i, item in enumerate(items) if item is star)
+    return Passthrough(star_index=index, referenced=frozenset(referenced))
+
+
 class SQLTransformer(BaseTransformer[pa.Table, pa.Table]):
     """Runs one SQL query over each batch (a table named ``batch``).
 
@@ -117,6 +237,7 @@ class SQLTransformer(BaseTransformer[pa.Table, pa.Table]):
         self.row_wise = row_wise
         self.threads = threads or default_threads()
         self._con: Any = None
+        self._plan = passthrough_plan(query) if engine == "duckdb" else None
 
     def __repr__(self) -> str:
         return f"SQLTransformer(name={self.name!r}, engine={self.engine!r}, query={self.query!r})"
@@ -142,6 +263,54 @@ class SQLTransformer(BaseTransformer[pa.Table, pa.Table]):
     # -- engines ------------------------------------------------------------------
 
     def _run_duckdb(self, data: pa.Table) -> pa.Table:
+        plan = self._plan
+        if plan is None or ROW_ID not in data.column_names:
+            return self._query_duckdb(data)
+        names = data.column_names
+        # Dictionary columns still go through DuckDB, which decodes them, so sinks see
+        # the same types whichever way a column travels.
+        passed = [
+            name
+            for name in names
+            if name != ROW_ID
+            and name.lower() not in plan.referenced
+            and not pa.types.is_dictionary(data.schema.field(name).type)
+        ]
+        if not passed:
+            return self._query_duckdb(data)
+        sent = [name for name in names if name not in passed]
+        narrow = self._query_duckdb(data.select(sent))
+        k, width = plan.star_index, len(sent)
+        out_names = narrow.column_names
+        others = out_names[:k] + out_names[k + width :]
+        if out_names[k : k + width] != sent or {n.lower() for n in others} & {
+            n.lower() for n in passed
+        }:
+            return self._query_duckdb(data)  # DuckDB renamed a clash: run as written
+        ids = narrow.column(k + sent.index(ROW_ID))
+        if ids.equals(data.column(ROW_ID)):
+            rows = data
+        else:
+            where = pc.index_in(ids, value_set=data.column(ROW_ID))
+            rows = data.take(where)
+        columns, fields = [], []
+        for i in range(k):
+            columns.append(narrow.column(i))
+            fields.append(narrow.schema.field(i))
+        for name in names:
+            if name in passed:
+                columns.append(rows.column(name))
+                fields.append(data.schema.field(name))
+            else:
+                j = k + sent.index(name)
+                columns.append(narrow.column(j))
+                fields.append(narrow.schema.field(j))
+        for i in range(k + width, narrow.num_columns):
+            columns.append(narrow.column(i))
+            fields.append(narrow.schema.field(i))
+        return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+    def _query_duckdb(self, data: pa.Table) -> pa.Table:
         import duckdb
 
         if self._con is None:
