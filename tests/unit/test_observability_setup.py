@@ -9,19 +9,25 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from sluiceway.core.events import EventKind, StageEvent
 from sluiceway.observability.setup import (
     DatadogConfig,
     ObservabilityConfig,
     ObservabilityHooks,
     OpenTelemetryConfig,
+    _Gate,
+    _load,
     build_hooks,
 )
-from sluiceway.observability.statsd import METRICS, tag
+from sluiceway.observability.statsd import METRICS, LazyStatsd, tag
 
 ROOT = Path(__file__).resolve().parents[2]
 VENDORS = ("ddtrace", "datadog", "opentelemetry")
@@ -261,3 +267,63 @@ def test_public_names_are_pinned() -> None:
     for module, names in expected.items():
         assert sorted(module.__all__) == sorted(names), module.__name__
         assert all(getattr(module, name) is not None for name in names)
+
+
+# -- loading the vendor clients ----------------------------------------------------
+
+
+def _event(kind: EventKind) -> StageEvent:
+    return StageEvent(kind=kind, pipeline="p", run_id="r", started=0.0)
+
+
+def test_vendor_import_waits_until_a_batch_is_committed() -> None:
+    """The loader thread imports only once the run is past its start-up (the first
+    commit), or when the run ends, so the import does not compete with it."""
+    made = threading.Event()
+
+    def factory() -> str:
+        made.set()
+        return "client"
+
+    gate = _Gate()
+    future = _load("sluiceway_test_not_imported_module", factory, gate)
+    for kind in (EventKind.RUN_STARTED, EventKind.BATCH_EXTRACTED, EventKind.BATCH_LOADED):
+        gate(_event(kind))
+    assert not made.wait(0.3)
+    gate(_event(EventKind.BATCH_COMMITTED))
+    assert future.result(timeout=5) == "client"
+
+    ended = _Gate()
+    second = _load("sluiceway_test_not_imported_module", lambda: "again", ended)
+    ended(_event(EventKind.RUN_FAILED))
+    assert second.result(timeout=5) == "again"
+
+
+def test_a_waiting_flush_does_not_block_the_runs_own_calls() -> None:
+    """An alert thread's flush waits for the client; meanwhile the run's thread only
+    queues its metrics, and they are sent in order once the client is there."""
+    sent: list[tuple[str, object]] = []
+
+    class Client:
+        def increment(self, name: str, value: float = 1, tags: object = None) -> None:
+            sent.append(("increment", name))
+
+        def flush(self) -> None:
+            sent.append(("flush", None))
+
+    future: Future[Client] = Future()
+    lazy = LazyStatsd(future, timeout=10)
+    flusher = threading.Thread(target=lazy.flush)
+    flusher.start()
+    time.sleep(0.1)
+    began = time.monotonic()
+    lazy.increment("sluiceway.records.read", 5)
+    assert time.monotonic() - began < 0.05
+    future.set_result(Client())
+    flusher.join(5)
+    lazy.increment("sluiceway.records.written", 5)
+    assert sent == [
+        ("increment", "sluiceway.records.read"),
+        ("flush", None),
+        ("increment", "sluiceway.records.written"),
+    ]

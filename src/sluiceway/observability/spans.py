@@ -249,7 +249,7 @@ class LazyTraceBackend:
             if not (wait or self._future.done()):
                 return None
             try:
-                self._real = self._future.result(timeout=self._timeout if wait else 0)
+                self._real = self._future.result(timeout=0)
             except Exception as exc:
                 self._failed = True
                 self._backlog.clear()
@@ -257,6 +257,11 @@ class LazyTraceBackend:
         return self._real
 
     def _do(self, op: Callable[[SpanBackend], None], *, wait: bool = False) -> None:
+        if wait and self._real is None and not self._failed:
+            # Wait outside the lock: the run's own thread must never queue behind a
+            # flush from another thread that is waiting for the import.
+            with contextlib.suppress(Exception):
+                self._future.result(timeout=self._timeout)
         with self._lock:
             real = self._resolve(wait)
             if real is None:

@@ -16,6 +16,7 @@ anything but letters, digits and ``_ - : . /`` becomes ``_``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -220,6 +221,10 @@ class StatsdClient(Protocol):
     def flush(self) -> Any: ...
 
 
+#: ddtrace's own copy of the DogStatsD client (same wire format as ``datadog``'s).
+DDTRACE_DOGSTATSD = "ddtrace.vendor.dogstatsd.base"
+
+
 def statsd_client(
     *,
     host: str | None,
@@ -228,16 +233,22 @@ def statsd_client(
     constant_tags: Sequence[str] = (),
     flush_interval: float = 0.3,
     telemetry: bool = True,
+    module: str = "datadog.dogstatsd.base",
 ) -> Any:
     """A buffered ``DogStatsd`` client; ``constant_tags`` win over ``DD_ENV``-style env tags.
 
     The client appends to a buffer on the hot path and a background thread sends
     it every ``flush_interval`` seconds; the subscribers flush at the end of each
     run and :func:`~sluiceway.observability.setup.build_hooks` closes it at exit.
+
+    ``module`` is where ``DogStatsd`` comes from: the ``datadog`` package, or
+    :data:`DDTRACE_DOGSTATSD` — the same client as ddtrace ships it, used when
+    tracing loads ddtrace anyway, which saves importing ``datadog`` (whose package
+    ``__init__`` imports its whole HTTP API client).
     """
-    base = require("datadog.dogstatsd.base", extra="datadog", what="DogStatsD metrics")
+    base = require(module, extra="datadog", what="DogStatsD metrics")
     client = base.DogStatsd(
-        host=None if socket_path else host,
+        host=(None if module != DDTRACE_DOGSTATSD else "localhost") if socket_path else host,
         port=None if socket_path else port,
         socket_path=socket_path,
         disable_buffering=False,
@@ -275,13 +286,18 @@ class LazyStatsd:
         return f"LazyStatsd({state})"
 
     def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], wait: bool) -> Any:
+        if wait and self._client is None and not self._failed:
+            # Wait outside the lock: a flush from an alert thread must not hold up
+            # the run's own thread, which only queues calls until the client is ready.
+            with contextlib.suppress(Exception):
+                self._future.result(timeout=self._timeout)
         with self._lock:
             if self._client is None and not self._failed:
                 if not (wait or self._future.done()):
                     self._backlog.append((method, args, kwargs))
                     return None
                 try:
-                    self._client = self._future.result(timeout=self._timeout if wait else 0)
+                    self._client = self._future.result(timeout=0)
                 except Exception as exc:
                     self._failed = True
                     _log.warning("metrics_unavailable", error=repr(exc))
@@ -319,7 +335,16 @@ class LazyStatsd:
         """Flush, stop the client's flush thread and close its socket."""
         self.flush()
         if self._client is not None:
-            self._client.stop(timeout=2.0)
+            stop = getattr(self._client, "stop", None)
+            if stop is not None:
+                stop(timeout=2.0)
+            else:
+                # ddtrace's copy has no public stop, and its private one joins a
+                # thread that sleeps out its interval: flushed above, just tell the
+                # (daemon) thread to end.
+                stopping = getattr(self._client, "_flush_thread_stop", None)
+                if stopping is not None:
+                    stopping.set()
             self._client.close_socket()
 
 
