@@ -86,6 +86,76 @@ def test_unconstrained_numeric_misfits_are_dead_lettered_with_their_value(
     assert all(d["stage"] == "extract" for d in dead)
 
 
+def test_constrained_numeric_travels_as_bigint_exactly_and_nan_is_dead_lettered(
+    pg: Pg, home: Path
+) -> None:
+    """numeric(p, s) with p <= 18 is read as its unscaled bigint (faster to decode) and
+    rebuilt as decimal128(p, s): every digit kept, sign and NULL included; NaN, which
+    a bigint cannot hold, is dead-lettered with its column, like any misfit."""
+    from decimal import Decimal
+
+    pg.execute(
+        "CREATE TABLE prices (id int PRIMARY KEY, price numeric(18,4), qty numeric(5,0),"
+        " big numeric(30,2))"
+    )
+    pg.execute(
+        "INSERT INTO prices VALUES"
+        " (1, 99999999999999.9999, 99999, 1234567890123456789012345678.91),"
+        " (2, -99999999999999.9999, -99999, -1.5),"
+        " (3, 0.0001, 0, 0),"
+        " (4, NULL, NULL, NULL),"
+        " (5, 'NaN', 7, 1),"
+        " (6, -0.0001, 'NaN', 2)"
+    )
+    loader = ListLoader()
+    extractor = PostgresExtractor(pg.connection(), table=pg.table("prices"), batch_size=4)
+    metrics = run("prices", extractor, loader, home)
+
+    assert metrics.read == 6 and metrics.written == 4 and metrics.dead_lettered == 2
+    assert metrics.balanced
+    rows = sorted(loader.rows, key=lambda r: r["id"])
+    assert [(r["id"], r["price"], r["qty"], r["big"]) for r in rows] == [
+        (
+            1,
+            Decimal("99999999999999.9999"),
+            Decimal("99999"),
+            Decimal("1234567890123456789012345678.91"),
+        ),
+        (2, Decimal("-99999999999999.9999"), Decimal("-99999"), Decimal("-1.50")),
+        (3, Decimal("0.0001"), Decimal("0"), Decimal("0.00")),
+        (4, None, None, None),
+    ]
+    schema = loader.batches[0].to_arrow().schema
+    assert schema.field("price").type == pa.decimal128(18, 4)
+    assert schema.field("qty").type == pa.decimal128(5, 0)
+    dead = read_dead_letters(home / "dlq" / "prices").sort_by("position").to_pylist()
+    assert [(d["position"], d["column"], d["value"]) for d in dead] == [
+        ('["5"]', "price", "NaN"),
+        ('["6"]', "qty", "NaN"),
+    ]
+    assert '"price": "NaN"' in dead[0]["raw"] or '"price":"NaN"' in dead[0]["raw"]
+    assert all(d["stage"] == "extract" for d in dead)
+
+
+def test_a_numeric_key_keeps_exact_positions(pg: Pg, home: Path) -> None:
+    """A numeric column that orders the read stays on the text path: batches resume
+    after the last key's text, so a key read as an unscaled bigint (25 for 0.25)
+    would skip or repeat rows. Nine keys in batches of four arrive once each."""
+    from decimal import Decimal
+
+    pg.execute("CREATE TABLE ledger (k numeric(10,2) PRIMARY KEY, v int)")
+    pg.execute("INSERT INTO ledger SELECT i / 4.0, i FROM generate_series(1, 9) i")
+    loader = ListLoader()
+    extractor = PostgresExtractor(pg.connection(), table=pg.table("ledger"), batch_size=4)
+    assert run("ledger", extractor, loader, home).written == 9
+    assert sorted((r["k"], r["v"]) for r in loader.rows) == [
+        (Decimal(i) / 4, i) for i in range(1, 10)
+    ]
+    assert [b.num_rows for b in loader.batches] == [4, 4, 1]
+    ends = [next(iter(b.positions.values())).end for b in loader.batches]
+    assert [e["after"] for e in ends] == [["1.00"], ["2.00"], ["2.25"]]
+
+
 def test_incremental_reads_inserts_and_updates_once_without_skipping_ties(
     pg: Pg, home: Path
 ) -> None:

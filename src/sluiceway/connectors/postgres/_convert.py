@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sluiceway.connectors.postgres._catalog import INTERVAL_TYPE, SourceColumn
+from sluiceway.connectors.postgres._catalog import INTERVAL_TYPE, SCALED_NAN, SourceColumn
 from sluiceway.core.batch import arange
 from sluiceway.core.dlq import REJECT_SCHEMA, rows_to_json
 from sluiceway.engines.cast import CastFailure, checked_cast
@@ -59,6 +59,7 @@ class Converter:
             for c in self.columns
             if c.read == "numeric" or c.name in self.types
         }
+        self._scaled = [i for i, c in enumerate(self.columns) if c.read == "scaled"]
 
     def convert(
         self,
@@ -67,13 +68,17 @@ class Converter:
         position_of: Callable[[pa.Table, int], str],
     ) -> Converted:
         """``raw`` (as decoded, same columns in the same order) in the planned schema."""
+        nan_rejects: pa.Table | None = None
+        if self._scaled and raw.num_rows:
+            raw, nan_rejects = self._set_aside_nan(raw, partition, position_of)
         arrays = [_column(column, raw.column(i)) for i, column in enumerate(self.columns)]
         table = pa.Table.from_arrays(arrays, names=[c.name for c in self.columns])
-        rejected: pa.Table | None = None
+        rejected: pa.Table | None = nan_rejects
         if self._casts and table.num_rows:
             result = checked_cast(table, self._casts)
             if result.failures:
-                rejected = _rejects(table, raw, result.failures, partition, position_of)
+                misfits = _rejects(table, raw, result.failures, partition, position_of)
+                rejected = misfits if rejected is None else pa.concat_tables([rejected, misfits])
             table = result.table
         if table.schema.types != self.schema.types:
             table = table.cast(self.schema)
@@ -82,8 +87,54 @@ class Converter:
     def empty(self) -> pa.Table:
         return self.schema.empty_table()
 
+    def _set_aside_nan(
+        self,
+        raw: pa.Table,
+        partition: str,
+        position_of: Callable[[pa.Table, int], str],
+    ) -> tuple[pa.Table, pa.Table | None]:
+        """Rows whose scaled numeric is NaN, dead-lettered as misfits; the others."""
+        bad: pa.Array | None = None
+        for i in self._scaled:
+            is_nan = pc.fill_null(pc.equal(raw.column(i), SCALED_NAN), False)
+            bad = is_nan if bad is None else pc.or_(bad, is_nan)
+        assert bad is not None
+        if not pc.any(bad).as_py():
+            return raw, None
+        rows = pc.indices_nonzero(bad)
+        failures = []
+        for row in rows.to_pylist():
+            column = next(
+                self.columns[i] for i in self._scaled if raw.column(i)[row].as_py() == SCALED_NAN
+            )
+            failures.append(
+                CastFailure(
+                    row=row,
+                    column=column.name,
+                    value="NaN",
+                    message=f"value 'NaN' in column {column.name!r} does not fit {column.arrow}",
+                )
+            )
+        taken = raw.take(rows)
+        # The rows as PostgreSQL has them: NaN (or the number) in scaled columns.
+        shown = pa.Table.from_arrays(
+            [
+                _scaled_text(taken.column(i), c)
+                if c.read == "scaled"
+                else _column(c, taken.column(i))
+                for i, c in enumerate(self.columns)
+            ],
+            names=[c.name for c in self.columns],
+        )
+        rejects = _rejects(shown, raw, failures, partition, position_of, rows_of=shown)
+        return raw.filter(pc.invert(bad)), rejects
+
 
 def _column(column: SourceColumn, data: pa.ChunkedArray) -> pa.ChunkedArray:
+    if column.read == "scaled":
+        return pa.chunked_array(
+            [_unscaled_to_decimal(chunk, column.arrow) for chunk in data.chunks], type=column.arrow
+        )
     if column.read == "native":
         return data if data.type == column.arrow else data.cast(column.arrow)
     if column.read in ("json", "enum", "numeric"):
@@ -95,6 +146,37 @@ def _column(column: SourceColumn, data: pa.ChunkedArray) -> pa.ChunkedArray:
             [interval_to_struct(chunk) for chunk in data.chunks], type=INTERVAL_TYPE
         )
     return data.cast(column.arrow)
+
+
+def _unscaled_to_decimal(chunk: pa.Array, dtype: pa.DataType) -> pa.Array:
+    """int64 unscaled values → decimal128 with the same digits, by reinterpreting bytes.
+
+    A decimal128 value is the 16-byte little-endian two's complement of its unscaled
+    integer: the int64 in the low half, its sign extension in the high half.
+    """
+    import numpy as np
+
+    n = len(chunk)
+    if n == 0:
+        return pa.array([], type=dtype)
+    values = chunk.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+    lanes = np.empty(2 * n, dtype=np.int64)
+    lanes[0::2] = values
+    lanes[1::2] = values >> 63
+    validity = chunk.is_valid().buffers()[1] if chunk.null_count else None
+    return pa.Array.from_buffers(
+        dtype, n, [validity, pa.py_buffer(lanes)], null_count=chunk.null_count
+    )
+
+
+def _scaled_text(data: pa.ChunkedArray, column: SourceColumn) -> pa.ChunkedArray:
+    """A scaled numeric column as PostgreSQL spells it (NaN, or the decimal's text)."""
+    chunks = []
+    for chunk in data.chunks:
+        nan = pc.fill_null(pc.equal(chunk, SCALED_NAN), False)
+        number = _unscaled_to_decimal(pc.if_else(nan, 0, chunk), column.arrow).cast(pa.string())
+        chunks.append(pc.if_else(nan, "NaN", number))
+    return pa.chunked_array(chunks, type=pa.string())
 
 
 def _storage(chunk: pa.Array) -> pa.Array:
@@ -154,9 +236,14 @@ def _rejects(
     failures: Sequence[CastFailure],
     partition: str,
     position_of: Callable[[pa.Table, int], str],
+    *,
+    rows_of: pa.Table | None = None,
 ) -> pa.Table:
+    """Dead-letter entries for ``failures`` (rows of ``table``/``raw``); ``rows_of``, when
+    given, holds exactly the failing rows, in order, as they are to be shown."""
     rows = [f.row for f in failures]
-    raw_rows = rows_to_json(table.take(pa.array(rows, pa.int64())))
+    shown = rows_of if rows_of is not None else table.take(pa.array(rows, pa.int64()))
+    raw_rows = rows_to_json(shown)
     entries = [
         {
             "partition": partition,

@@ -222,6 +222,11 @@ class PostgresExtractor(BaseExtractor[dict[str, Any]]):
                 raise ConfigError("partitions need partition_by or a key to split on")
             split = self._column(split_name, by_name, "partition_by")
         where = Where(order=order, cursor=cursor, split=split)
+        # Numeric columns that no position is read from travel as unscaled bigints.
+        positional = {c.name for c in order} | {c.name for c in (cursor, split) if c is not None}
+        columns = [
+            c if c.name in positional or c.name in self.types else c.scaled() for c in columns
+        ]
         bound = upper_bound(con, source, cursor, self.lag) if cursor is not None else None
         plan = _Plan(
             columns=columns,
