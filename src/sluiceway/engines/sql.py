@@ -287,28 +287,21 @@ class SQLTransformer(BaseTransformer[pa.Table, pa.Table]):
             n.lower() for n in passed
         }:
             return self._query_duckdb(data)  # DuckDB renamed a clash: run as written
+        # The passed columns, for the rows the query kept (by row id), in its order.
+        kept = data.select(passed)
         ids = narrow.column(k + sent.index(ROW_ID))
-        if ids.equals(data.column(ROW_ID)):
-            rows = data
-        else:
-            where = pc.index_in(ids, value_set=data.column(ROW_ID))
-            rows = data.take(where)
-        columns, fields = [], []
-        for i in range(k):
-            columns.append(narrow.column(i))
-            fields.append(narrow.schema.field(i))
-        for name in names:
-            if name in passed:
-                columns.append(rows.column(name))
-                fields.append(data.schema.field(name))
-            else:
-                j = k + sent.index(name)
-                columns.append(narrow.column(j))
-                fields.append(narrow.schema.field(j))
-        for i in range(k + width, narrow.num_columns):
-            columns.append(narrow.column(i))
-            fields.append(narrow.schema.field(i))
-        return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+        if not ids.equals(data.column(ROW_ID)):
+            kept = kept.take(pc.index_in(ids, value_set=data.column(ROW_ID)))
+        at = {name: k + i for i, name in enumerate(sent)}
+        picked: list[tuple[pa.Table, int | str]] = [
+            *((narrow, i) for i in range(k)),
+            *((kept, name) if name not in at else (narrow, at[name]) for name in names),
+            *((narrow, i) for i in range(k + width, narrow.num_columns)),
+        ]
+        return pa.Table.from_arrays(
+            [table.column(c) for table, c in picked],
+            schema=pa.schema([table.schema.field(c) for table, c in picked]),
+        )
 
     def _query_duckdb(self, data: pa.Table) -> pa.Table:
         import duckdb

@@ -425,9 +425,6 @@ class _Gate:
         if event.kind in _FLOWING:
             self.opened.set()
 
-    def open(self) -> None:
-        self.opened.set()
-
 
 def _load(module: str, factory: Callable[[], T], gate: _Gate | None = None) -> Future[T]:
     """``factory()`` as a future: made now if ``module`` is imported already, else in a
@@ -498,7 +495,7 @@ def build_hooks(
     gate = _Gate()
     first: list[Hook] = [gate]
     last: list[Hook] = []
-    flushers: list[Callable[[], Any]] = [gate.open]
+    flushers: list[Callable[[], Any]] = [gate.opened.set]
     closers: list[Callable[[], Any]] = []
     parts: list[str] = []
     dd = config.datadog_config.resolve(environ) if config.datadog_config else None

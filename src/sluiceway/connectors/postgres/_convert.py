@@ -77,7 +77,8 @@ class Converter:
         if self._casts and table.num_rows:
             result = checked_cast(table, self._casts)
             if result.failures:
-                misfits = _rejects(table, raw, result.failures, partition, position_of)
+                failing = table.take(pa.array([f.row for f in result.failures], pa.int64()))
+                misfits = _rejects(failing, raw, result.failures, partition, position_of)
                 rejected = misfits if rejected is None else pa.concat_tables([rejected, misfits])
             table = result.table
         if table.schema.types != self.schema.types:
@@ -126,7 +127,7 @@ class Converter:
             ],
             names=[c.name for c in self.columns],
         )
-        rejects = _rejects(shown, raw, failures, partition, position_of, rows_of=shown)
+        rejects = _rejects(shown, raw, failures, partition, position_of)
         return raw.filter(pc.invert(bad)), rejects
 
 
@@ -231,18 +232,15 @@ def _interleave_index(n: int) -> pa.Array:
 
 
 def _rejects(
-    table: pa.Table,
+    shown: pa.Table,
     raw: pa.Table,
     failures: Sequence[CastFailure],
     partition: str,
     position_of: Callable[[pa.Table, int], str],
-    *,
-    rows_of: pa.Table | None = None,
 ) -> pa.Table:
-    """Dead-letter entries for ``failures`` (rows of ``table``/``raw``); ``rows_of``, when
-    given, holds exactly the failing rows, in order, as they are to be shown."""
+    """Dead-letter entries for ``failures`` (rows of ``raw``); ``shown`` holds exactly
+    the failing rows, in the same order, as the entries show them."""
     rows = [f.row for f in failures]
-    shown = rows_of if rows_of is not None else table.take(pa.array(rows, pa.int64()))
     raw_rows = rows_to_json(shown)
     entries = [
         {
