@@ -81,6 +81,12 @@ def test_datadog_settings_come_from_the_standard_environment() -> None:
     assert (s.statsd_host, s.statsd_port) == ("localhost", 1234)
     bare = DatadogConfig().resolve({})
     assert (bare.service, bare.env, bare.agent_url) == ("sluiceway", None, "http://localhost:8126")
+    assert not bare.instrumentation_telemetry
+    assert DatadogConfig(instrumentation_telemetry=True).resolve({}).instrumentation_telemetry
+    on = {"DD_INSTRUMENTATION_TELEMETRY_ENABLED": "true"}
+    assert DatadogConfig().resolve(on).instrumentation_telemetry
+    off = {"DD_INSTRUMENTATION_TELEMETRY_ENABLED": "0"}
+    assert not DatadogConfig(instrumentation_telemetry=True).resolve(off).instrumentation_telemetry
     assert (bare.statsd_host, bare.statsd_port) == ("localhost", 8125)
 
 
@@ -182,6 +188,51 @@ def test_observability_off_imports_no_vendor_package(tmp_path: Path) -> None:
     result = json.loads(done.stdout.splitlines()[-1])
     assert result == {"written": 3, "vendors": []}
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 12
+
+
+_TELEMETRY_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    from sluiceway.observability.setup import DatadogConfig, ObservabilityConfig, build_hooks
+
+    section = json.loads(sys.argv[1])
+    config = ObservabilityConfig(datadog=DatadogConfig(metrics=False, events=False, **section))
+    with build_hooks(config, pipeline="t") as hooks:
+        hooks.flush()  # waits for the tracer, i.e. for ddtrace's import
+    import ddtrace.internal.telemetry as telemetry
+
+    print(type(telemetry.telemetry_writer).__name__)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("section", "variable", "writer"),
+    [
+        ({}, None, "NoOpTelemetryWriter"),
+        ({"instrumentation_telemetry": True}, None, "TelemetryWriter"),
+        ({}, "true", "TelemetryWriter"),
+        ({"instrumentation_telemetry": True}, "false", "NoOpTelemetryWriter"),
+    ],
+)
+def test_ddtrace_instrumentation_telemetry_is_off_unless_asked_for(
+    section: dict[str, bool], variable: str | None, writer: str
+) -> None:
+    """ddtrace's telemetry polls sys.modules for a package list: off unless configured."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DD_")}
+    env["DD_TRACE_AGENT_URL"] = "http://127.0.0.1:9"  # nothing is sent: flush only queues
+    if variable is not None:
+        env["DD_INSTRUMENTATION_TELEMETRY_ENABLED"] = variable
+    done = subprocess.run(
+        [sys.executable, "-c", _TELEMETRY_CHILD, json.dumps(section)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == writer
 
 
 _SIGTERM_CHILD = textwrap.dedent(

@@ -124,6 +124,11 @@ class DatadogConfig(_Section):
     events_min_interval: float = Field(
         default=600.0, ge=0, description="seconds between two dead-letter events of a run"
     )
+    instrumentation_telemetry: bool = Field(
+        default=False,
+        description="ddtrace's own telemetry about itself (its settings and the process's "
+        "package list, polled from sys.modules); DD_INSTRUMENTATION_TELEMETRY_ENABLED wins",
+    )
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -160,6 +165,9 @@ class DatadogConfig(_Section):
             statsd_port=port,
             statsd_socket=socket_path,
             events_min_interval=self.events_min_interval,
+            instrumentation_telemetry=_flag(
+                env.get("DD_INSTRUMENTATION_TELEMETRY_ENABLED"), self.instrumentation_telemetry
+            ),
         )
 
 
@@ -179,6 +187,7 @@ class DatadogSettings:
     statsd_port: int
     statsd_socket: str | None
     events_min_interval: float
+    instrumentation_telemetry: bool = False
 
 
 class OpenTelemetryConfig(_Section):
@@ -379,6 +388,26 @@ def _install_exit_flush() -> None:
                     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+def _flag(value: str | None, default: bool) -> bool:
+    """A ``DD_*`` boolean variable as ddtrace reads it (``true``/``1``), else ``default``."""
+    if value is None or not value.strip():
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _ddtrace_environment(dd: DatadogSettings) -> None:
+    """Settings ddtrace reads once, at import: written to the environment before it loads.
+
+    Only ``DD_INSTRUMENTATION_TELEMETRY_ENABLED``, and only while ddtrace is not imported
+    (under ``ddtrace-run`` its configuration stands). With it on, ddtrace polls
+    ``sys.modules`` for the package list it reports, a measurable cost in a short run.
+    """
+    if "ddtrace" not in sys.modules:
+        os.environ["DD_INSTRUMENTATION_TELEMETRY_ENABLED"] = str(
+            dd.instrumentation_telemetry
+        ).lower()
+
+
 def _need(module: str, *, extra: str, what: str) -> None:
     """Fail now, naming the extra, when an optional package is missing (without importing it)."""
     try:
@@ -501,6 +530,8 @@ def build_hooks(
     dd = config.datadog_config.resolve(environ) if config.datadog_config else None
     otel = config.opentelemetry_config.resolve(environ) if config.opentelemetry_config else None
     user_tags = dict(dd.tags) if dd else {}
+    if dd is not None and (dd.traces or dd.metrics or dd.events):
+        _ddtrace_environment(dd)
 
     backend: Any = None
     if otel is not None:
