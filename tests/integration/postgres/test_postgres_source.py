@@ -340,3 +340,34 @@ def test_batches_share_one_schema_even_when_empty(pg: Pg) -> None:
     batches = list(extractor.extract())
     assert len(batches) == 1 and batches[0].num_rows == 0  # the generation's end marker
     assert batches[0].to_arrow().schema.equals(pa.schema(ALL_TYPES_ARROW.items()))
+
+
+@pytest.mark.parametrize("scale", [0, 1, 2, 3, 4, 5, 8, 9, 18])
+def test_numeric_send_bytes_decode_to_the_exact_unscaled_value(pg: Pg, scale: int) -> None:
+    """The server's own binary numerics, every slice of them, against its text form."""
+    from decimal import Decimal
+
+    from sluiceway.connectors.postgres._catalog import SCALED_NAN
+    from sluiceway.connectors.postgres._convert import numeric_send_to_unscaled
+
+    texts = [
+        "0", None, "NaN", "-0.0001", "1.5", "-7", "10000", "0.5", "100000000", "123456789",
+        "-0.000000001", "-0.6", "99999.99999", "0.000000000000000001", "-12345.678901",
+    ]  # fmt: skip
+    kind = f"numeric(18,{scale})"
+    rows = pg.rows(
+        f"SELECT numeric_send(v::{kind}), (v::{kind})::text FROM unnest(%s::text[]) "
+        "WITH ORDINALITY AS u(v, i) "
+        f"WHERE v IS NULL OR v = 'NaN' OR abs(v::numeric) < 10^(18 - {scale}) ORDER BY i",
+        [texts],
+    )
+    data = pa.array([r[0] for r in rows], pa.binary())
+    expected = [
+        None if t is None else SCALED_NAN if t == "NaN" else int(Decimal(t).scaleb(scale))
+        for _, t in rows
+    ]
+    assert len(expected) >= 8
+    for lo in range(len(expected)):
+        for hi in range(lo, len(expected) + 1):
+            got = numeric_send_to_unscaled(data.slice(lo, hi - lo), scale).to_pylist()
+            assert got == expected[lo:hi], (lo, hi)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -171,6 +172,7 @@ class ParquetLoader(FileLoader):
         super().__init__(path, mode=mode)
         self.compression = compression
         self.row_group_size = row_group_size
+        self._dictionary: dict[str, bool] = {}
 
     def write(self, table: pa.Table, sink: BinaryIO) -> None:
         try:
@@ -179,22 +181,43 @@ class ParquetLoader(FileLoader):
                 sink,
                 compression=self.compression,
                 row_group_size=self.row_group_size,
-                # Dictionaries pay off for text; for numbers they are built and dropped.
-                use_dictionary=[
-                    f.name
-                    for f in table.schema
-                    if pa.types.is_string(f.type)
-                    or pa.types.is_large_string(f.type)
-                    or pa.types.is_binary(f.type)
-                    or pa.types.is_boolean(f.type)
-                    or pa.types.is_dictionary(f.type)
-                ],
+                use_dictionary=[f.name for f in table.schema if self._wants_dictionary(table, f)],
             )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
             raise SinkError(f"cannot write Parquet to {self.path}: {exc}") from exc
 
+    def _wants_dictionary(self, table: pa.Table, field: pa.Field) -> bool:
+        """Dictionary-encode low-cardinality text; numbers and mostly-unique text go plain.
+
+        A dictionary pays off for repeated values (a status, a country). For numbers,
+        and for text whose values are mostly distinct (names, JSON documents), Parquet
+        builds the dictionary, finds it too large and falls back to plain encoding:
+        the hashing is wasted and the file ends up larger. Decided once per column
+        and run, from the first batch's first ``_SAMPLE`` values.
+        """
+        kind = field.type
+        if pa.types.is_dictionary(kind) or pa.types.is_boolean(kind):
+            return True
+        if not (
+            pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+        ):
+            return False
+        decided = self._dictionary.get(field.name)
+        if decided is None:
+            sample = table.column(field.name).slice(0, _SAMPLE)
+            present = len(sample) - sample.null_count
+            if present < _SAMPLE // 10:
+                return True  # too few values to judge: the writer's own fallback decides
+            decided = pc.count_distinct(sample).as_py() <= present // 2
+            self._dictionary[field.name] = decided
+        return decided
+
     def describe(self) -> Mapping[str, Any]:
         return {**super().describe(), "compression": self.compression}
+
+
+#: Values of a text column looked at to decide its Parquet encoding.
+_SAMPLE = 10_000
 
 
 class CsvLoader(FileLoader):
