@@ -77,6 +77,49 @@ def test_a_batch_the_table_holds_is_skipped_not_written_twice(tmp_path: Path) ->
     assert sorted(r["id"] for r in read_delta_log(table).to_pylist()) == list(range(6))
 
 
+def test_txn_versions_are_read_once_per_table_version_not_per_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """delta-rs replays the log for each txn question: a run asks once per app id."""
+    from deltalake import DeltaTable
+
+    asked: list[str] = []
+    original = DeltaTable.transaction_version
+
+    def counting(self: DeltaTable, app_id: str) -> int | None:
+        asked.append(app_id)
+        return original(self, app_id)
+
+    monkeypatch.setattr(DeltaTable, "transaction_version", counting)
+    table = str(tmp_path / "t")
+    run(tmp_path, SequenceExtractor(partitions=2, rows=100, batch_size=10), DeltaLoader(table))
+    # 20 batches, each checked before loading: without memory, 20+ log replays each.
+    assert set(asked) <= {"orders/p0", "orders/p1"}
+    assert 1 <= len(asked) <= 2
+    assert {k: v for k, v in txns(table).items() if k.startswith("orders/")} == {
+        "orders/p0": 100,
+        "orders/p1": 100,
+    }
+
+    # Another writer moves the table: what this loader knew is forgotten, not trusted.
+    from deltalake import CommitProperties, Transaction
+
+    loader = DeltaLoader(table)
+    snapshot = DeltaTable(table)
+    assert loader._txn_version(snapshot, "orders/p0") == 100
+    other = DeltaTable(table)
+    other.create_write_transaction(
+        [],
+        mode="append",
+        schema=other.schema(),
+        partition_by=[],
+        commit_properties=CommitProperties(app_transactions=[Transaction("orders/p0", 150)]),
+    )
+    assert loader._txn_version(snapshot, "orders/p0") == 100  # as of the version it holds
+    snapshot.update_incremental()
+    assert loader._txn_version(snapshot, "orders/p0") == 150
+
+
 def test_non_integer_positions_use_the_batch_seq_as_version(tmp_path: Path) -> None:
     from tests.integration.s3.support import parquet_bytes
 

@@ -141,6 +141,9 @@ class DeltaLoader(BaseLoader[dict[str, Any]]):
         self._pending: _Prepared | None = None
         self._stale = False
         self._generation: int | None = None
+        # txn versions read (or written) at table version ``_known_at``; see _txn_version.
+        self._known: dict[str, int | None] = {}
+        self._known_at: int | None = None
 
     @property
     def storage_options(self) -> dict[str, str]:
@@ -210,10 +213,41 @@ class DeltaLoader(BaseLoader[dict[str, Any]]):
         if table is None or not txns:
             return False
         for app, version in txns:
-            recorded = table.transaction_version(app)
+            recorded = self._txn_version(table, app)
             if recorded is None or recorded < version:
                 return False
         return True
+
+    def _txn_version(self, table: DeltaTable, app: str) -> int | None:
+        """``table.transaction_version(app)``, remembered while the table's version stands.
+
+        delta-rs answers it by replaying the log: every commit file since the last
+        checkpoint is fetched again, on each call (on S3, a list and one GET per
+        commit: quadratic over a run). The answer holds for the version it was read
+        at; after this loader's own commit (which lands exactly one version later,
+        or fails as a conflict) the versions it wrote are added by :meth:`_wrote`.
+        Any other change of version — a refresh, another writer's commit — forgets
+        everything, and the next question goes to the table again.
+        """
+        version = table.version()
+        if version != self._known_at:
+            self._known = {}
+            self._known_at = version
+        if app not in self._known:
+            self._known[app] = table.transaction_version(app)
+        return self._known[app]
+
+    def _wrote(self, before: int | None, txns: Sequence[tuple[str, int]]) -> None:
+        """After a commit of ``txns`` on a table read at version ``before``."""
+        table = self._table
+        if table is None or before is None or self._known_at != before:
+            return
+        if table.version() != before + 1:  # not just this commit: read again when asked
+            self._known, self._known_at = {}, None
+            return
+        self._known_at = before + 1
+        for app, version in txns:
+            self._known[app] = version
 
     # -- load: prepare ------------------------------------------------------------
 
@@ -304,8 +338,10 @@ class DeltaLoader(BaseLoader[dict[str, Any]]):
 
         txns = list(prepared.txns)
         data = prepared.data
+        before = self._table.version() if self._table is not None else None
         if self.mode == "merge" and self._table is not None:
             self._merge(self._table, data, self._commit_properties(txns, prepared.seq))
+            self._wrote(before, txns)
             return
         if DELETE_FLAG in data.column_names:
             # Merging into a table that does not exist yet: insert what is not deleted.
@@ -343,6 +379,8 @@ class DeltaLoader(BaseLoader[dict[str, Any]]):
             self._generation = generation
         if self._table is None:
             self._table = self._load()
+        else:
+            self._wrote(before, txns)
 
     def _merge(self, table: DeltaTable, data: pa.Table, properties: Any) -> None:
         deletes = DELETE_FLAG in data.column_names
@@ -371,7 +409,8 @@ class DeltaLoader(BaseLoader[dict[str, Any]]):
         if self._table is None:
             return None, None
         started, finished = overwrite_app_ids(self.context.pipeline)
-        return self._table.transaction_version(started), self._table.transaction_version(finished)
+        table = self._table
+        return self._txn_version(table, started), self._txn_version(table, finished)
 
     def _overwrite_step(self) -> tuple[str, int | None]:
         """("overwrite", new generation) for a run's first write, else ("append", None)."""
@@ -408,7 +447,7 @@ class DeltaLoader(BaseLoader[dict[str, Any]]):
         for attempt in range(self.commit_retries + 1):
             table = self._table
             assert table is not None
-            if (table.transaction_version(marker) or 0) >= generation:
+            if (self._txn_version(table, marker) or 0) >= generation:
                 return
             try:
                 table.create_write_transaction(

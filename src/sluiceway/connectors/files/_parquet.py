@@ -51,8 +51,11 @@ class _ParquetReader(FileReader):
         self._handle: Any = None
         try:
             self._handle = fileset.fs.open(file.path, "rb")
-            # pre_buffer reads whole row groups ahead: less memory without it.
-            self._file = pq.ParquetFile(self._handle, pre_buffer=False)
+            # pre_buffer fetches a row group's column chunks in a few coalesced ranges,
+            # concurrently: on an object store that is one round trip per row group
+            # instead of one per column. Groups are read one at a time, so it holds at
+            # most one group; on a local disk it only costs that memory.
+            self._file = pq.ParquetFile(self._handle, pre_buffer=not fileset.local)
         except FileNotFoundError as exc:
             self.close()
             raise SourceError(f"input file {file.key} does not exist") from exc

@@ -159,11 +159,19 @@ def fill_around(first: int, count: int, holes: Sequence[int]) -> pa.Array:
     """``count`` ascending integers from ``first`` on, skipping the ``holes`` (ascending).
 
     Vectorised: item ``i`` lands on ``first + i + #{j: holes[j] - j <= first + i}``.
+    Without holes (every Parquet chunk, most text ones) it is numpy's ``arange``:
+    no polars import, and no Python value made into an Arrow scalar (pyarrow's first
+    such conversion imports pandas), on the thread that reads.
     """
+    useful = [h for h in holes if h >= first]
+    if not (useful and count):
+        import numpy as np
+
+        values = np.arange(first, first + count, dtype=np.int64)
+        return pa.Array.from_buffers(pa.int64(), count, [None, pa.py_buffer(values)])
     import polars as pl
 
     base = pl.int_range(first, first + count, dtype=pl.Int64, eager=True)
-    useful = [h for h in holes if h >= first]
     if useful and count:
         shifted = pl.Series([h - j for j, h in enumerate(useful)], dtype=pl.Int64)
         base = base + shifted.search_sorted(base, side="right").cast(pl.Int64)
@@ -253,7 +261,7 @@ def conform(rows: Sequence[Rows], targets: Targets, where: str, *, lines: bool) 
         table = pa.table([pa.nulls(total)], names=["_"]).drop_columns(["_"])
     else:
         table = pa.concat_tables(tables) if tables else schema.empty_table()
-    empty = pa.array([], type=pa.int64())
+    empty = pa.nulls(0, pa.int64())  # not pa.array([]): that imports pandas
     index = pa.concat_arrays(indexes) if indexes else empty
     line_out = (pa.concat_arrays(line_parts) if line_parts else empty) if lines else None
     return Conformed(table, index, line_out, rejects)

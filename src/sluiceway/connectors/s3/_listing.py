@@ -1,16 +1,20 @@
 """Which objects a source path stands for, their ETags, and their Hive partition values.
 
 :class:`S3FileSet` is the file connectors' :class:`~sluiceway.connectors.files.FileSet`
-over an ``s3fs`` filesystem built from the spec's connection options. It keeps the
-ETag of every object its listing returned, so fingerprints (which decide whether an
-object is new, changed or already read) cost no extra request per object.
+over a bucket, with the spec's connection options. It lists with botocore's
+``ListObjectsV2`` (boto3's shared client) and keeps the ETag of every object the
+listing returned, so fingerprints (which decide whether an object is new, changed or
+already read) cost no extra request per object. Objects are opened with pyarrow's
+S3 client. ``s3fs`` is built only when asked for (the ``s3fs`` reader, a fingerprint
+of an object not listed): importing it and its asyncio stack, then listing through
+it, took 0.4 s of a run's start where botocore takes 0.15 s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -41,22 +45,22 @@ def hive_values(path: str) -> dict[str, str | None]:
 
 
 class _ArrowReads:
-    """``s3fs`` for listing and metadata, pyarrow's S3 client for opening objects.
+    """pyarrow's S3 client for opening objects, ``s3fs`` (made on first need) for the rest.
 
     Readers open objects with ``fs.open(path, "rb")``; this answers with a pyarrow
     random-access file (what ``pyarrow.parquet`` reads best).
     """
 
-    def __init__(self, fs: Any, arrow: Any) -> None:
+    def __init__(self, fs: Callable[[], Any], arrow: Any) -> None:
         self._fs = fs
         self._arrow = arrow
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._fs, name)
+        return getattr(self._fs(), name)
 
     def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
         if mode != "rb" or kwargs:
-            return self._fs.open(path, mode, **kwargs)
+            return self._fs().open(path, mode, **kwargs)
         return self._arrow.open_input_file(path)
 
 
@@ -68,15 +72,37 @@ def _hidden(path: str, root: str) -> bool:
 class S3FileSet(FileSet):
     """The objects under an ``s3://`` prefix or glob, listed once with their ETags."""
 
-    def __init__(self, url: str, fs: Any, arrow: Any = None) -> None:
+    def __init__(
+        self, url: str, fs: Callable[[], Any], arrow: Any = None, client: Any = None
+    ) -> None:
         # FileSet.__init__ would build a filesystem from the URL alone; this one comes
-        # configured with endpoint and credentials.
+        # configured with endpoint and credentials. ``fs`` makes the s3fs filesystem
+        # when first needed; ``client`` (boto3) lists, else s3fs does.
         self.url = url
-        self.root = str(fs._strip_protocol(url))
+        self.root = url.split("://", 1)[-1].rstrip("/")
         self.local = False
         self._info: dict[str, dict[str, Any]] = {}
         self._arrow = arrow
-        self.fs = fs if arrow is None else _ArrowReads(fs, arrow)
+        self._client = client
+        self._make_fs = fs
+        self._s3fs: Any = None
+
+    def _filesystem(self) -> Any:
+        if self._s3fs is None:
+            self._s3fs = self._make_fs()
+        return self._s3fs
+
+    @property
+    def fs(self) -> Any:
+        if self._arrow is None:
+            return self._filesystem()
+        return _ArrowReads(self._filesystem, self._arrow)
+
+    def key(self, path: str) -> str:
+        return f"s3://{path}"
+
+    def locate(self, key: str) -> str:
+        return key.split("://", 1)[-1]
 
     def list(self) -> list[SourceFile]:
         """The objects in sorted key order.
@@ -86,6 +112,10 @@ class S3FileSet(FileSet):
         prefix or a glob matching nothing gives an empty list (S3 has no
         directories); a missing bucket is an error.
         """
+        if self._client is not None:
+            items = self._list_objects()
+            self._info.update(items)
+            return [SourceFile(self.key(p), p) for p in sorted(items)]
         root = self.root
         try:
             if _MAGIC.search(root):
@@ -106,6 +136,62 @@ class S3FileSet(FileSet):
             raise
         self._info.update(items)
         return [SourceFile(self.key(p), p) for p in sorted(items)]
+
+    def _list_objects(self) -> dict[str, dict[str, Any]]:
+        """The listing through ``ListObjectsV2``: what s3fs's ``find``/``glob`` would give.
+
+        A glob is matched (fsspec's translation: ``*`` within a name, ``**`` across
+        directories) against every key under its literal prefix; a prefix yields the
+        object of that name and everything below ``prefix/``, hidden names skipped.
+        """
+        from fsspec.utils import glob_translate
+
+        root = self.root
+        bucket, _, prefix = root.partition("/")
+        magic = _MAGIC.search(root)
+        if magic:
+            literal = root[: magic.start()]
+            search = literal.partition("/")[2]
+            pattern = re.compile(glob_translate(root))
+
+            def wanted(path: str) -> bool:
+                return pattern.match(path) is not None
+
+        else:
+            search = prefix
+
+            def wanted(path: str) -> bool:
+                if path == root:
+                    return True
+                return path.startswith(root + "/") and not _hidden(path, root)
+
+        items: dict[str, dict[str, Any]] = {}
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=search
+            )
+            for page in pages:
+                for entry in page.get("Contents", ()):
+                    path = f"{bucket}/{entry['Key']}"
+                    if entry["Key"].endswith("/") or not wanted(path):
+                        continue
+                    items[path] = {
+                        "name": path,
+                        "type": "file",
+                        "size": entry.get("Size"),
+                        "ETag": entry.get("ETag"),
+                        "LastModified": entry.get("LastModified"),
+                    }
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code == "NoSuchBucket":
+                raise SourceError(
+                    f"cannot list {self.url}: the bucket does not exist ({exc})"
+                ) from exc
+            if is_transient(exc) or type(exc).__module__.startswith("botocore"):
+                raise SourceError(f"cannot list {self.url}: {exc}") from exc
+            raise
+        return items
 
     @contextlib.contextmanager
     def open(self, path: str, compression: Compression = "none") -> Iterator[Any]:

@@ -158,11 +158,13 @@ class ObjectSource(FileExtractor):
     def fileset(self) -> FileSet:
         if self._fileset is None:
             if is_s3_uri(self.path):
-                fs = self.options.filesystem(f"source {self.path}")
-                arrow = None
+                what = f"source {self.path}"
+                fs = partial(self.options.filesystem, what)
+                arrow = client = None
                 if self.read_with == "arrow":
                     arrow = self.options.arrow_filesystem(split_uri(self.path).bucket)
-                self._fileset = S3FileSet(self.path, fs, arrow)
+                    client = self.options.client(what)
+                self._fileset = S3FileSet(self.path, fs, arrow, client)
             else:
                 self._fileset = FileSet(self.path)
         return self._fileset
