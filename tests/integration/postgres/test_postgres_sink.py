@@ -230,3 +230,77 @@ def test_nested_values_land_as_jsonb_and_intervals_as_interval(pg: Pg, home: Pat
         ("x", "[[1, 2], [3]]", "1 mon 2 days 00:00:03", [1, 2]),
         (None, "[]", None, None),
     ]
+
+
+def _count_copies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many rows went through the copy table (the way that is not straight)."""
+    copied: list[int] = []
+    original = PostgresLoader._copy
+
+    def counting(self: PostgresLoader, ingest: pa.Table) -> None:
+        copied.append(ingest.num_rows)
+        original(self, ingest)
+
+    monkeypatch.setattr(PostgresLoader, "_copy", counting)
+    return copied
+
+
+def test_batches_after_the_first_copy_straight_into_the_table_with_their_ledger_rows(
+    pg: Pg, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One COPY per batch once the first batch proved the columns need no cast."""
+    copied = _count_copies(monkeypatch)
+    pg.execute("CREATE TABLE out (id bigint, v varchar(5), amount numeric(6,2), doc jsonb)")
+    tables = [
+        batch(
+            id=list(range(i * 3, i * 3 + 3)),
+            v=[f"v{j}" for j in range(3)],
+            amount=[pa.scalar(j, pa.decimal128(10, 2)).as_py() for j in range(3)],
+            doc=['{"n": %d}' % j for j in range(3)],
+        )
+        for i in range(4)
+    ]
+    metrics = run("straight", TablesExtractor(tables), sink(pg), home)
+
+    assert (metrics.written, metrics.dead_lettered) == (12, 0)
+    assert copied == [3]  # only the first batch went through the copy table
+    assert pg.scalar("SELECT count(*) FROM out") == 12
+    assert pg.rows("SELECT jsonb_typeof(doc), doc->>'n' FROM out WHERE id = 10") == [
+        ("object", "1")
+    ]
+    assert pg.rows("SELECT seq, end_pos FROM _sluiceway_ledger ORDER BY seq") == [
+        (0, "3"),
+        (1, "6"),
+        (2, "9"),
+        (3, "12"),
+    ]
+    # The ledger rows came with the data: a rerun from scratch skips every batch.
+    again = run("straight", TablesExtractor(tables), sink(pg), home / "fresh")
+    assert (again.written, again.skipped_committed) == (0, 12)
+    assert pg.scalar("SELECT count(*) FROM out") == 12
+
+
+def test_a_refused_row_sends_the_batch_the_isolating_way_and_turns_straight_off(
+    pg: Pg, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copied = _count_copies(monkeypatch)
+    pg.execute("CREATE TABLE out (id bigint PRIMARY KEY, v text, doc jsonb)")
+    tables = [
+        batch(id=[1, 2], v=["a", "b"], doc=["{}", "[]"]),
+        batch(id=[3, 1, 4], v=["c", "dup", "d"], doc=["{}", "{}", "{}"]),  # 1 is taken
+        batch(id=[5, 6], v=["e", "f"], doc=["{}", "not json"]),
+        batch(id=[7], v=["g"], doc=["{}"]),
+    ]
+    metrics = run("refusal", TablesExtractor(tables), sink(pg), home)
+
+    assert (metrics.written, metrics.dead_lettered) == (6, 2) and metrics.balanced
+    assert pg.rows("SELECT id FROM out ORDER BY id") == [(1,), (2,), (3,), (4,), (5,), (7,)]
+    # Batch 2 was tried straight, refused, and went the copy-table way; after that,
+    # every batch did (straight is off for the run).
+    assert copied == [2, 3, 2, 1]
+    dead = read_dead_letters(home / "dlq" / "refusal").sort_by("position").to_pylist()
+    assert [d["position"] for d in dead] == ["3", "6"]
+    assert 'violates unique constraint "out_pkey"' in dead[0]["error_message"]
+    assert "invalid input syntax for type json" in dead[1]["error_message"]
+    ledger = pg.rows("SELECT seq, written FROM _sluiceway_ledger ORDER BY seq")
+    assert ledger == [(0, 2), (1, 2), (2, 1), (3, 1)]

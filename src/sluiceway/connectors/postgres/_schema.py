@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg import sql
 
-__all__ = ["Mapped", "TableWriter"]
+__all__ = ["Mapped", "TableWriter", "straight_copy"]
 
 _SAVEPOINT = "sluiceway_rows"
 _CANNOT_CAST = "42846"
@@ -45,6 +45,9 @@ class Mapped:
 
     column: str
     expr: sql.Composable
+    straight: str | None = None
+    """How a binary COPY of the batch column goes straight into the target column:
+    ``"as is"``, ``"json"`` (sent as JSON text) or None (it needs the cast above)."""
 
 
 @dataclass(slots=True)
@@ -110,26 +113,31 @@ class TableWriter:
     def record(
         self, batch: Batch, context: SinkContext, written: int, rejected: Sequence[RowRejection]
     ) -> None:
+        self._execute(self.record_statement(batch, context, written, rejected))
+
+    def record_statement(
+        self, batch: Batch, context: SinkContext, written: int, rejected: Sequence[RowRejection]
+    ) -> sql.Composed:
+        """The ledger rows of ``batch`` as one statement, its values as quoted literals
+        (so it can also run on the ADBC connection of a straight COPY)."""
         from psycopg import sql
 
         refused = json.dumps([[r.row_index, r.error_type, r.message] for r in rejected])
-        self._execute(
-            sql.SQL(
-                "INSERT INTO {} (pipeline, target, partition, start_pos, end_pos, end_int, seq, "
-                "run_id, written, rejected) SELECT %s, %s, p.partition, p.start_pos, p.end_pos, "
-                "p.end_int, %s, %s, %s, %s::jsonb FROM unnest(%s::text[], %s::text[], %s::text[], "
-                "%s::int8[]) AS p(partition, start_pos, end_pos, end_int)"
-            ).format(self.table.ledger().ident),
-            [
-                self.pipeline,
-                self._target_label(),
-                batch.seq,
-                context.run_id,
-                written,
-                refused,
-                *_columns(ledger_rows(batch)),
-            ],
-        )
+        values = [
+            self.pipeline,
+            self._target_label(),
+            batch.seq,
+            context.run_id,
+            written,
+            refused,
+            *_columns(ledger_rows(batch)),
+        ]
+        return sql.SQL(
+            "INSERT INTO {} (pipeline, target, partition, start_pos, end_pos, end_int, seq, "
+            "run_id, written, rejected) SELECT {}, {}, p.partition, p.start_pos, p.end_pos, "
+            "p.end_int, {}::int8, {}, {}::int8, {}::jsonb FROM unnest({}::text[], {}::text[], "
+            "{}::text[], {}::int8[]) AS p(partition, start_pos, end_pos, end_int)"
+        ).format(self.table.ledger().ident, *(sql.Literal(v) for v in values))
 
     def outcome(self, batch: Batch) -> tuple[int, list[tuple[int, str, str]]] | None:
         """What the ledger recorded for exactly this batch: (written, rejected rows)."""
@@ -195,7 +203,12 @@ class TableWriter:
             existing = columns_of(self.cur, target) or []
             by_name = {c.name: c for c in existing}
         return [
-            Mapped(f.name, casted(f.name, copy_types[f.name], by_name[f.name].type)) for f in schema
+            Mapped(
+                f.name,
+                casted(f.name, copy_types[f.name], by_name[f.name].type),
+                straight=straight_copy(copy_types[f.name], by_name[f.name].type),
+            )
+            for f in schema
         ]
 
     def _like(self, target: Target, model: Target) -> None:
@@ -445,6 +458,22 @@ class TableWriter:
 
     def _execute(self, statement: sql.Composed, params: Sequence[Any] | None = None) -> None:
         self.cur.execute(statement, params)
+
+
+def straight_copy(copied: str, target: str) -> str | None:
+    """Whether a column the copy table holds as ``copied`` can be binary-COPYed into a
+    column of type ``target``: the same type, or the same wire format whose input
+    function applies the target's modifier (a value it rejects fails the COPY, and the
+    batch then goes the copy-table way, where refused rows are isolated)."""
+    if copied == target:
+        return "as is"
+    if copied == "numeric" and target.startswith("numeric("):
+        return "as is"
+    if copied == "text" and target.startswith(("character varying", "character(")):
+        return "as is"
+    if copied == "text" and target in ("json", "jsonb"):
+        return "json"
+    return None
 
 
 def _columns(rows: Sequence[tuple[str, str, str, int | None]]) -> list[list[Any]]:

@@ -33,11 +33,14 @@ from sluiceway.connectors.postgres._connection import (
     PostgresConnection,
     connect_adbc,
     connect_psycopg,
+    db_message,
     is_connection_error,
+    is_row_error,
     translate,
 )
-from sluiceway.connectors.postgres._schema import TableWriter
+from sluiceway.connectors.postgres._schema import Mapped, TableWriter
 from sluiceway.connectors.postgres._tables import (
+    ORDINAL,
     Column,
     Target,
     columns_of,
@@ -115,6 +118,12 @@ class PostgresLoader(BaseLoader[dict[str, Any]]):
         self._copy_schema: pa.Schema | None = None
         self._copy_columns: list[Column] = []
         self._uncertain: int | None = None
+        # The straight COPY (see _load_straight): the batch shape it was proven for, the
+        # batch whose ADBC transaction is open, and whether a refusal turned it off.
+        self._straight_shape: pa.Schema | None = None
+        self._straight_json: frozenset[str] = frozenset()
+        self._straight_open: int | None = None
+        self._straight_off = False
 
     # -- names ----------------------------------------------------------------------
 
@@ -201,8 +210,13 @@ class PostgresLoader(BaseLoader[dict[str, Any]]):
         if self.mode == "merge":
             data, refused, rows = self._refuse_null_keys(data)
         self._reset_transaction()
-        if data.num_rows:
-            self._copy(data)
+        ingest = for_ingest(data) if data.num_rows else None
+        if ingest is not None and self._straight_ready(ingest):
+            straight = self._load_straight(batch, ingest)
+            if straight is not None:
+                return straight
+        if ingest is not None:
+            self._copy(ingest)
         try:
             with self._work("load a batch") as cur:
                 writer = self._writer(cur)
@@ -210,6 +224,11 @@ class PostgresLoader(BaseLoader[dict[str, Any]]):
                 if data.num_rows:
                     columns = writer.prepare(self.target, data.schema, self._copy_columns)
                     failed = writer.write(self.target, columns, data.num_rows)
+                    if ingest is not None and self._straight_allowed(columns, failed):
+                        self._straight_shape = _without_ordinal(ingest).schema
+                        self._straight_json = frozenset(
+                            c.column for c in columns if c.straight == "json"
+                        )
                 for index, message in failed:
                     original = int(rows[index].as_py()) if rows is not None else index
                     refused.append(RowRejection(original, message, error_type="RowRefused"))
@@ -225,6 +244,9 @@ class PostgresLoader(BaseLoader[dict[str, Any]]):
 
     def commit(self, batch: Batch) -> None:
         """Commit what ``load`` wrote (rows and ledger rows together)."""
+        if self._straight_open is not None:
+            self._commit_straight(batch)
+            return
         con = self._pg
         if con is None:
             return
@@ -239,6 +261,7 @@ class PostgresLoader(BaseLoader[dict[str, Any]]):
         self._uncertain = None
 
     def abort(self, batch: Batch) -> None:
+        self._end_straight(commit=False)
         con = self._pg
         if con is None:
             return
@@ -301,9 +324,125 @@ class PostgresLoader(BaseLoader[dict[str, Any]]):
         kept = pc.indices_nonzero(pc.invert(mask))
         return data.filter(pc.invert(mask)), refused, kept
 
-    def _copy(self, data: pa.Table) -> None:
+    # -- the straight COPY -----------------------------------------------------------
+
+    def _straight_allowed(self, columns: Sequence[Mapped], failed: Sequence[Any]) -> bool:
+        """After a batch went the copy-table way: may batches of its shape COPY straight?
+
+        Only ``append`` and ``replace`` (merge needs ``ON CONFLICT``), only when every
+        column can go into its target column without a cast (see
+        :func:`._schema.straight_copy`), and not once the table refused a row this run.
+        """
+        if self.mode == "merge" or self._straight_off or failed:
+            return False
+        return all(c.straight is not None for c in columns)
+
+    def _straight_ready(self, ingest: pa.Table) -> bool:
+        shape = self._straight_shape
+        return (
+            shape is not None
+            and not self._straight_off
+            and self.mode != "merge"
+            and shape.equals(_without_ordinal(ingest).schema)
+        )
+
+    def _load_straight(self, batch: Batch, ingest: pa.Table) -> LoadResult | None:
+        """COPY the batch straight into the target, with its ledger rows, in one ADBC
+        transaction left open for :meth:`commit`.
+
+        The copy-table way costs the server the rows twice (a COPY, then ``INSERT …
+        SELECT``); this is one COPY. It is taken once a batch of the same shape went
+        the copy-table way with every column already of the target's type. If the
+        server refuses a row (a constraint, a value), the transaction is rolled back
+        and ``None`` sends the batch the copy-table way, where refused rows are
+        isolated and dead-lettered; the straight way stays off for the rest of the run.
+        """
+        import adbc_driver_manager
+
+        target = self.target
+        options = {
+            "adbc.ingest.target_table": target.name,
+            "adbc.ingest.target_db_schema": target.schema,
+        }
+        with self._work("prepare the ledger row") as cur:
+            ledger = self._writer(cur).record_statement(batch, self.context, ingest.num_rows, [])
+            statement = ledger.as_string(cur)
+            self._commit()
+        _, connection = self._adbc_connection()
+        try:
+            with self._translating("copy a batch"):
+                connection.set_autocommit(False)
+                self._straight_open = batch.seq
+                try:
+                    self._ingest(self._straight_table(ingest), options, "append")
+                except adbc_driver_manager.Error as exc:
+                    if not is_row_error(exc):
+                        raise
+                    self._end_straight(commit=False)
+                    self._straight_off = True
+                    _log.info(
+                        "postgres_straight_copy_off",
+                        table=self.table_name,
+                        seq=batch.seq,
+                        reason=db_message(exc),
+                    )
+                    return None
+                self._adbc_execute(statement)
+                crash_point("mid_load")
+        except BaseException:
+            self._end_straight(commit=False)
+            raise
+        return LoadResult(written=ingest.num_rows)
+
+    def _straight_table(self, ingest: pa.Table) -> pa.Table:
+        """The batch as the straight COPY sends it: JSON text typed as JSON for the driver."""
+        table = _without_ordinal(ingest)
+        for name in self._straight_json:
+            i = table.schema.get_field_index(name)
+            column = table.column(i)
+            json = pa.json_(column.type)
+            chunks = [pa.ExtensionArray.from_storage(json, c) for c in column.chunks]
+            table = table.set_column(i, name, pa.chunked_array(chunks, type=json))
+        return table
+
+    def _commit_straight(self, batch: Batch) -> None:
+        try:
+            with self._translating("commit a batch"):
+                self._end_straight(commit=True)
+        except SluicewayError:
+            if self._adbc is None:  # the connection went: the commit may have landed
+                self._uncertain = batch.seq
+            raise
+        self._uncertain = None
+
+    def _end_straight(self, *, commit: bool) -> None:
+        """Commit or roll back the straight COPY's transaction; back to autocommit."""
+        if self._straight_open is None:
+            return
+        self._straight_open = None
+        adbc = self._adbc
+        if adbc is None:
+            return
+        connection = adbc[1]
+        try:
+            if commit:
+                connection.commit()
+            else:
+                connection.rollback()
+            connection.set_autocommit(True)
+        except Exception as exc:
+            if commit and not is_connection_error(exc):
+                # The session is there and its transaction failed: leave it usable.
+                with contextlib.suppress(Exception):
+                    connection.rollback()
+                    connection.set_autocommit(True)
+                raise
+            self._drop()  # an unusable session: the server rolls back what it held
+            if commit:
+                raise
+
+    def _copy(self, ingest: pa.Table) -> None:
         """Bulk-copy the rows into the sink's unlogged copy table (autocommitted)."""
-        ingest = for_ingest(data)
         copy = self.target.copy_table(self.context.pipeline)
         options = {
             "adbc.ingest.target_table": copy.name,
@@ -429,6 +568,10 @@ class PostgresLoader(BaseLoader[dict[str, Any]]):
             for resource in reversed(adbc):
                 with contextlib.suppress(Exception):
                     resource.close()
+
+
+def _without_ordinal(ingest: pa.Table) -> pa.Table:
+    return ingest.drop_columns([ORDINAL])
 
 
 def _from_client(exc: BaseException) -> bool:
