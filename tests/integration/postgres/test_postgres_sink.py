@@ -256,7 +256,7 @@ def test_batches_after_the_first_copy_straight_into_the_table_with_their_ledger_
             id=list(range(i * 3, i * 3 + 3)),
             v=[f"v{j}" for j in range(3)],
             amount=[pa.scalar(j, pa.decimal128(10, 2)).as_py() for j in range(3)],
-            doc=['{"n": %d}' % j for j in range(3)],
+            doc=[f'{{"n": {j}}}' for j in range(3)],
         )
         for i in range(4)
     ]
