@@ -14,6 +14,11 @@ isolated by bisection under savepoints: the statement is retried on halves of th
 rows until each refused row stands alone; those rows are returned with the
 database's message and the others are written.
 
+Once a batch went that way with columns that need no cast and no refused row, the
+next batches of the same columns skip the copy table: they are ``COPY``-ed straight
+into the target, with their ledger rows, in one ADBC transaction that :meth:`commit`
+commits (see :meth:`PostgresLoader._load_straight`).
+
 The ledger makes the sink idempotent: :meth:`committed` finds a batch already
 held, so a rerun after a crash between the sink's commit and the state commit
 skips it, even for ``append``.
