@@ -66,6 +66,8 @@ _SITE = textwrap.dedent(
             _close(fd)
 
     _teardown = _Teardown()  # freed when the interpreter clears this module at exit
+    if os.environ.get("LOAD_KAFKA"):
+        import confluent_kafka  # noqa: F401
     """
 )
 
@@ -106,3 +108,29 @@ def test_the_command_skips_teardown_and_keeps_its_exit_codes(tmp_path: Path) -> 
         assert ok.returncode == 0 and "run" in ok.stdout
         # Two processes ran; each tears down only without fast exit.
         assert marker.exists() == (fast == "0")
+
+
+def test_a_process_that_loaded_librdkafka_exits_the_normal_way(tmp_path: Path) -> None:
+    """librdkafka finishes a closed consumer's commit in its destructor: keep teardown."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SITE)
+    marker = tmp_path / "teardown"
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    env = {
+        **os.environ,
+        "SLUICEWAY_FAST_EXIT": "1",
+        "PYTHONPATH": path,
+        "TEARDOWN_MARKER": str(marker),
+        "LOAD_KAFKA": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "sluiceway", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert marker.exists()

@@ -22,7 +22,7 @@ def main() -> None:
         app(prog_name="sluiceway")
     except SystemExit as exc:
         wanted = os.environ.get(FAST_EXIT_VARIABLE, "1").strip().lower()
-        if _owns_process() and wanted not in ("0", "false", "no", "off"):
+        if _owns_process() and wanted not in ("0", "false", "no", "off") and not _needs_teardown():
             _exit_now(exc.code)
         raise
 
@@ -34,6 +34,18 @@ def _owns_process() -> bool:
     return script in ("sluiceway", "sluiceway.exe", "__main__.py") and (
         script != "__main__.py" or os.path.dirname(sys.argv[0]).endswith("sluiceway")
     )
+
+
+#: Client libraries that finish work when their objects are destroyed at teardown:
+#: librdkafka completes a closing consumer's last offset commit and group leave in
+#: ``rd_kafka_destroy``, which runs when the interpreter frees the consumer (seen: a
+#: member leaving its group with fast exit left its last offsets uncommitted, and the
+#: next owner read 200 messages again). A process that loaded one exits normally.
+_TEARDOWN_MODULES = ("confluent_kafka",)
+
+
+def _needs_teardown() -> bool:
+    return any(name in sys.modules for name in _TEARDOWN_MODULES)
 
 
 def _exit_now(code: object) -> None:
