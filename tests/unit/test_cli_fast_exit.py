@@ -72,39 +72,33 @@ _SITE = textwrap.dedent(
 )
 
 
+def _command(
+    tmp_path: Path, marker: Path, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m sluiceway ARGS`` with a finalizer that marks the heap's teardown."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(_SITE)
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "sluiceway", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": path, "TEARDOWN_MARKER": str(marker), **env},
+    )
+
+
 def test_the_command_skips_teardown_and_keeps_its_exit_codes(tmp_path: Path) -> None:
     """With fast exit the heap is not torn down (no finalizer runs); without, it is."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(_SITE)
     missing = tmp_path / "nope.yaml"
     for fast in ("1", "0"):
         marker = tmp_path / f"teardown-{fast}"
-        path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
-        env = {
-            **os.environ,
-            "SLUICEWAY_FAST_EXIT": fast,
-            "PYTHONPATH": path,
-            "TEARDOWN_MARKER": str(marker),
-        }
-        done = subprocess.run(
-            [sys.executable, "-m", "sluiceway", "run", str(missing)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            env=env,
-        )
+        done = _command(tmp_path, marker, "run", str(missing), SLUICEWAY_FAST_EXIT=fast)
         assert done.returncode == 2, done.stderr
         assert "nope.yaml" in done.stderr + done.stdout
-        ok = subprocess.run(
-            [sys.executable, "-m", "sluiceway", "--help"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            env=env,
-        )
+        ok = _command(tmp_path, marker, "--help", SLUICEWAY_FAST_EXIT=fast)
         assert ok.returncode == 0 and "run" in ok.stdout
         # Two processes ran; each tears down only without fast exit.
         assert marker.exists() == (fast == "0")
@@ -112,25 +106,7 @@ def test_the_command_skips_teardown_and_keeps_its_exit_codes(tmp_path: Path) -> 
 
 def test_a_process_that_loaded_librdkafka_exits_the_normal_way(tmp_path: Path) -> None:
     """librdkafka finishes a closed consumer's commit in its destructor: keep teardown."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(_SITE)
     marker = tmp_path / "teardown"
-    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
-    env = {
-        **os.environ,
-        "SLUICEWAY_FAST_EXIT": "1",
-        "PYTHONPATH": path,
-        "TEARDOWN_MARKER": str(marker),
-        "LOAD_KAFKA": "1",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "sluiceway", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
+    done = _command(tmp_path, marker, "--help", SLUICEWAY_FAST_EXIT="1", LOAD_KAFKA="1")
     assert done.returncode == 0, done.stderr
     assert marker.exists()

@@ -172,9 +172,8 @@ def fill_around(first: int, count: int, holes: Sequence[int]) -> pa.Array:
     import polars as pl
 
     base = pl.int_range(first, first + count, dtype=pl.Int64, eager=True)
-    if useful and count:
-        shifted = pl.Series([h - j for j, h in enumerate(useful)], dtype=pl.Int64)
-        base = base + shifted.search_sorted(base, side="right").cast(pl.Int64)
+    shifted = pl.Series([h - j for j, h in enumerate(useful)], dtype=pl.Int64)
+    base = base + shifted.search_sorted(base, side="right").cast(pl.Int64)
     array: pa.Array = base.to_arrow()
     return array.cast(pa.int64())
 

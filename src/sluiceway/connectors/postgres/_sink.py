@@ -343,11 +343,11 @@ class PostgresLoader(BaseLoader[dict[str, Any]]):
         return all(c.straight is not None for c in columns)
 
     def _straight_ready(self, ingest: pa.Table) -> bool:
+        """Whether this batch has a shape :meth:`_straight_allowed` proved (never merge)."""
         shape = self._straight_shape
         return (
             shape is not None
             and not self._straight_off
-            and self.mode != "merge"
             and shape.equals(_without_ordinal(ingest).schema)
         )
 
