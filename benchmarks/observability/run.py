@@ -3,8 +3,10 @@
     uv run python -m benchmarks.observability.run [--rows 2000000] [--runs 3]
 
 The pipeline: Parquet (≈10 columns) → one SQL transform → two expectation
-validators → Parquet, batches of 100,000 rows. Two contenders, each run in a fresh
-process through the shared harness (medians of ``--runs``):
+validators → Parquet, batches of 100,000 rows, run as users run it (``sluiceway run
+SPEC --quiet``, the files benchmark's command). Two contenders, each run in a fresh
+process through the shared harness (medians of ``--runs``), differing only in the
+spec's ``observability:`` section:
 
 - ``off``: ``observability`` off (the default) — no vendor package imported;
 - ``on``: ``observability: {datadog: true}`` — ddtrace spans to a real trace agent
@@ -22,6 +24,7 @@ import argparse
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,7 +62,10 @@ validators:
       - {{column: country, not_null: true}}
 sink: {{type: parquet, path: {out}, mode: replace}}
 home: {home}
-"""
+{observability}"""
+
+#: What the "on" spec adds: spans, metrics and events, everything else from ``DD_*``.
+ON = "observability: {datadog: {traces: true, metrics: true, events: true}}\n"
 
 
 def generate(path: Path, rows: int) -> None:
@@ -163,6 +169,9 @@ def main() -> None:
         "DD_AGENT_HOST": "127.0.0.1",
         "DD_DOGSTATSD_PORT": str(udp.port),
         "DD_ENV": "bench",
+        # As the files benchmark runs it: JSON log lines at level error (none here).
+        "SLUICEWAY_LOG_LEVEL": "error",
+        "SLUICEWAY_LOG_FORMAT": "json",
         # A warm bytecode cache, as on an installed system: with PYTHONDONTWRITEBYTECODE=1
         # each "on" run would recompile ddtrace (~1 s that is not observability's cost).
         "PYTHONDONTWRITEBYTECODE": "",
@@ -175,10 +184,16 @@ def main() -> None:
         spec = folder / "pipeline.yaml"
         spec.write_text(
             textwrap.dedent(
-                SPEC.format(data=data, batch=BATCH, out=folder / "out", home=folder / ".sluiceway")
+                SPEC.format(
+                    data=data,
+                    batch=BATCH,
+                    out=folder / "out",
+                    home=folder / ".sluiceway",
+                    observability=ON if mode == "on" else "",
+                )
             )
         )
-        argv = [sys.executable, "-m", "benchmarks.observability.pipeline", str(spec), mode]
+        argv = [sys.executable, "-m", "sluiceway", "run", str(spec), "--quiet"]
         contenders.append(Contender(mode, argv, env=env, cwd=str(ROOT)))
 
     # Warm the cache (untimed): every import of either mode compiled once.
@@ -218,6 +233,9 @@ def main() -> None:
     on, off = results[1], results[0]
     if not (on.failed or off.failed):
         print(f"\noverhead: {100 * (on.median_seconds / off.median_seconds - 1):+.1f}%")
+        # Runs alternate off, on: each pair shares the machine's state of the moment.
+        paired = statistics.median(b - a for a, b in zip(off.seconds, on.seconds, strict=True))
+        print(f"paired difference (median of on - off per run): {paired:+.3f} s")
     save_results(HERE / "results.jsonl", "observability", args.rows, results)
 
 

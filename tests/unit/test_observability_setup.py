@@ -165,6 +165,20 @@ _CHILD = textwrap.dedent(
 )
 
 
+def _child(code: str, *args: str, env: dict[str, str]) -> str:
+    """Run ``code`` in a fresh interpreter; its standard output (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_observability_off_imports_no_vendor_package(tmp_path: Path) -> None:
     from tests.integration.observability.plugins import ENV_PLUGINS, PYTHONPATH
 
@@ -176,16 +190,8 @@ def test_observability_off_imports_no_vendor_package(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "SLUICEWAY_"))}
     path = os.pathsep.join(filter(None, [PYTHONPATH, env.get("PYTHONPATH")]))
     env |= {"PYTHONPATH": path, "SLUICEWAY_PLUGINS": ENV_PLUGINS}
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(tmp_path), str(spec)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.splitlines()[-1])
+    out = _child(_CHILD, str(tmp_path), str(spec), env=env)
+    result = json.loads(out.splitlines()[-1])
     assert result == {"written": 3, "vendors": []}
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 12
 
@@ -223,16 +229,64 @@ def test_ddtrace_instrumentation_telemetry_is_off_unless_asked_for(
     env["DD_TRACE_AGENT_URL"] = "http://127.0.0.1:9"  # nothing is sent: flush only queues
     if variable is not None:
         env["DD_INSTRUMENTATION_TELEMETRY_ENABLED"] = variable
-    done = subprocess.run(
-        [sys.executable, "-c", _TELEMETRY_CHILD, json.dumps(section)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split()[-1] == writer
+    assert _child(_TELEMETRY_CHILD, json.dumps(section), env=env).split()[-1] == writer
+
+
+_ORIGINS_CHILD = textwrap.dedent(
+    """
+    import json, pathlib, sys
+    sys.path[:0] = sys.argv[1:3]
+    import pyarrow.parquet, real_pkg.mod, linked_pkg.mod, linked_file  # noqa: F401
+    from sluiceway.observability.setup import DatadogConfig, ObservabilityConfig, build_hooks
+
+    before = {m.__name__: m.__file__ for m in list(sys.modules.values())
+              if isinstance(getattr(m, "__file__", None), str)}
+    resolved = set()
+    plain = pathlib.Path.resolve
+
+    def counting(self, strict=False):
+        resolved.add(str(self))
+        return plain(self, strict)
+
+    pathlib.Path.resolve = counting
+    config = ObservabilityConfig(datadog=DatadogConfig(metrics=False, events=False))
+    with build_hooks(config, pipeline="t") as hooks:
+        hooks.flush()  # waits for the tracer, i.e. for ddtrace's import
+    pathlib.Path.resolve = plain
+    from ddtrace.internal.module import origin
+
+    wrong = [name for name, file in before.items()
+             if origin(sys.modules[name]) != pathlib.Path(file).resolve()]
+    print(json.dumps({
+        "modules": len(before),
+        "wrong": wrong,
+        "resolved_again": sorted(set(before.values()) & resolved),
+        "linked": [str(origin(sys.modules[n])) for n in ("linked_pkg.mod", "linked_file")],
+    }))
+    """
+)
+
+
+def test_module_origins_are_seeded_before_ddtrace_scans_them(tmp_path: Path) -> None:
+    """ddtrace's watchdog finds each loaded module's resolved file already there, the same
+    path it would compute (symlinked folders and files included), and resolves none."""
+    real = tmp_path / "real"
+    (real / "real_pkg").mkdir(parents=True)
+    (real / "real_pkg" / "__init__.py").write_text("")
+    (real / "real_pkg" / "mod.py").write_text("X = 1\n")
+    (real / "target.py").write_text("Y = 2\n")
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "linked_pkg").symlink_to(real / "real_pkg")
+    (links / "linked_file.py").symlink_to(real / "target.py")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DD_")}
+    env["DD_TRACE_AGENT_URL"] = "http://127.0.0.1:9"  # nothing is sent: flush only queues
+    out = _child(_ORIGINS_CHILD, str(real), str(links), env=env)
+    result = json.loads(out.splitlines()[-1])
+    assert result["modules"] > 100  # pyarrow's and sluiceway's own
+    assert result["wrong"] == []
+    assert result["resolved_again"] == []
+    assert result["linked"] == [str(real / "real_pkg" / "mod.py"), str(real / "target.py")]
 
 
 _SIGTERM_CHILD = textwrap.dedent(
