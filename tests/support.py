@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pyarrow as pa
 
 from sluiceway.core import BaseLoader, Batch, LoadResult
@@ -28,3 +31,17 @@ class ListLoader(BaseLoader[dict]):
         for table in self.tables:
             out.extend(table.to_pylist())
         return out
+
+
+def python_child(code: str, *args: str, env: dict[str, str]) -> str:
+    """Run ``code`` in a fresh interpreter; its standard output (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout

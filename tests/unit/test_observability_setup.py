@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from tests.support import python_child
 
 from sluiceway.core.events import EventKind, StageEvent
 from sluiceway.observability.setup import (
@@ -165,20 +166,6 @@ _CHILD = textwrap.dedent(
 )
 
 
-def _child(code: str, *args: str, env: dict[str, str]) -> str:
-    """Run ``code`` in a fresh interpreter; its standard output (it must succeed)."""
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def test_observability_off_imports_no_vendor_package(tmp_path: Path) -> None:
     from tests.integration.observability.plugins import ENV_PLUGINS, PYTHONPATH
 
@@ -190,7 +177,7 @@ def test_observability_off_imports_no_vendor_package(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "SLUICEWAY_"))}
     path = os.pathsep.join(filter(None, [PYTHONPATH, env.get("PYTHONPATH")]))
     env |= {"PYTHONPATH": path, "SLUICEWAY_PLUGINS": ENV_PLUGINS}
-    out = _child(_CHILD, str(tmp_path), str(spec), env=env)
+    out = python_child(_CHILD, str(tmp_path), str(spec), env=env)
     result = json.loads(out.splitlines()[-1])
     assert result == {"written": 3, "vendors": []}
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 12
@@ -229,7 +216,7 @@ def test_ddtrace_instrumentation_telemetry_is_off_unless_asked_for(
     env["DD_TRACE_AGENT_URL"] = "http://127.0.0.1:9"  # nothing is sent: flush only queues
     if variable is not None:
         env["DD_INSTRUMENTATION_TELEMETRY_ENABLED"] = variable
-    assert _child(_TELEMETRY_CHILD, json.dumps(section), env=env).split()[-1] == writer
+    assert python_child(_TELEMETRY_CHILD, json.dumps(section), env=env).split()[-1] == writer
 
 
 _ORIGINS_CHILD = textwrap.dedent(
@@ -281,7 +268,7 @@ def test_module_origins_are_seeded_before_ddtrace_scans_them(tmp_path: Path) -> 
     (links / "linked_file.py").symlink_to(real / "target.py")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DD_")}
     env["DD_TRACE_AGENT_URL"] = "http://127.0.0.1:9"  # nothing is sent: flush only queues
-    out = _child(_ORIGINS_CHILD, str(real), str(links), env=env)
+    out = python_child(_ORIGINS_CHILD, str(real), str(links), env=env)
     result = json.loads(out.splitlines()[-1])
     assert result["modules"] > 100  # pyarrow's and sluiceway's own
     assert result["wrong"] == []

@@ -29,7 +29,6 @@ from sluiceway.core.thresholds import Thresholds
 from sluiceway.observability.alerts import AlertChannel, AlertSubscriber, LogChannel, WebhookChannel
 from sluiceway.observability.setup import build_hooks
 from sluiceway.plugins import (
-    KINDS,
     BuildContext,
     Kind,
     Plugin,
@@ -302,9 +301,7 @@ def registry_with(refs: Sequence[str], base: Registry | None = None) -> Registry
         return base or default_registry()
     registry = Registry()
     if base is not None:
-        for kind in KINDS:
-            for plugin in base.plugins(kind):
-                registry.register(plugin)
+        registry.extend(base)
     for ref in refs:
         for plugin in _plugins_from(ref):
             registry.register(plugin)

@@ -28,7 +28,7 @@ from sluiceway.config.spec import STAGE_FIELDS, PipelineSpec, plugin_problem, sp
 from sluiceway.config.stores import infer_store_type
 from sluiceway.core.errors import ConfigError
 from sluiceway.observability.logging import looks_secret
-from sluiceway.plugins import Kind, Registry, default_registry
+from sluiceway.plugins import KINDS, Kind, Registry, default_registry
 
 __all__ = ["Problem", "SpecError", "format_path", "load_spec", "parse_spec"]
 
@@ -245,12 +245,23 @@ def _at(data: Any, loc: Loc) -> Any:
     return data
 
 
+def _used_types(data: Any) -> dict[Kind, set[str]]:
+    """The ``type:`` each stage of the document names, by kind."""
+    used: dict[Kind, set[str]] = {kind: set() for kind in KINDS}
+    if isinstance(data, dict):
+        for loc, kind in _stage_locs(data):
+            stage = _at(data, loc)
+            if isinstance(stage, dict) and isinstance(stage.get("type"), str):
+                used[kind].add(stage["type"])
+    return used
+
+
 def _check_types(doc: _Document, registry: Registry) -> set[Loc]:
     """Report missing and unknown ``type:`` keys; return the stage locations that failed."""
     failed: set[Loc] = set()
     for loc, kind in _stage_locs(doc.data):
         stage = _at(doc.data, loc)
-        known = [p.type for p in registry.plugins(kind)]
+        known = registry.names(kind)
         listing = ", ".join(known) or "none installed"
         if not isinstance(stage, dict):
             doc.problem(
@@ -264,16 +275,18 @@ def _check_types(doc: _Document, registry: Registry) -> set[Loc]:
             failed.add(loc)
             continue
         type_ = stage["type"]
-        if isinstance(type_, str) and type_ in known:
+        broken = registry.problem(kind, type_) if isinstance(type_, str) else None
+        if isinstance(type_, str) and type_ in registry.names(kind):
             problem = plugin_problem(registry.get(kind, type_))
             if problem is not None:
                 doc.problem((*loc, "type"), problem)
                 failed.add(loc)
         else:
-            broken = registry.broken.get((kind, str(type_)))
             if broken:
                 message = f"{kind} type {type_!r} is installed but failed to load: {broken}"
             else:
+                known = registry.names(kind)
+                listing = ", ".join(known) or "none installed"
                 close = difflib.get_close_matches(str(type_), known, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 message = (
@@ -450,7 +463,8 @@ def _validate(doc: _Document, registry: Registry) -> PipelineSpec | None:
     failed = _check_types(doc, registry) | doc.unresolved
     schema = _Schema(doc.data, registry)
     try:
-        return spec_model(registry).model_validate(doc.data)
+        # Only the types this spec names: the others are not even imported.
+        return spec_model(registry, _used_types(doc.data)).model_validate(doc.data)
     except ValidationError as exc:
         for error in exc.errors():
             loc = _strip_tags(tuple(error["loc"]), doc.data)

@@ -12,6 +12,7 @@ third-party plugin shows up in both without touching this module.
 from __future__ import annotations
 
 import typing
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -24,7 +25,7 @@ from pydantic import (
     field_validator,
 )
 
-from sluiceway.config.stores import LocalDLQConfig, LocalStateConfig
+from sluiceway.config.stores import BUILTIN_STORES, LocalDLQConfig, LocalStateConfig
 from sluiceway.core.errors import ConfigError
 from sluiceway.observability.alerts import ALERT_EVENTS, AlertEvent
 from sluiceway.observability.setup import ObservabilityConfig
@@ -226,10 +227,31 @@ def plugin_problem(plugin: Plugin) -> str | None:
     )
 
 
-def spec_model(registry: Registry) -> type[PipelineSpec]:
-    """The :class:`PipelineSpec` subclass whose stage fields accept the registry's types."""
+def spec_model(
+    registry: Registry, types: Mapping[Kind, Iterable[str]] | None = None
+) -> type[PipelineSpec]:
+    """The :class:`PipelineSpec` subclass whose stage fields accept the registry's types.
+
+    With ``types``, only those (the ones a spec names; unknown or broken ones left out,
+    the loader reports them), so validating a spec imports no other plugin.
+    """
+
+    def plugins(kind: Kind) -> list[Plugin]:
+        if types is None:
+            return registry.plugins(kind)
+        # The built-in stores always: a spec that leaves dlq/state to their defaults
+        # and its dump, which names them, then validate to the same model.
+        builtin = {p.type for p in BUILTIN_STORES if p.kind == kind}
+        found = []
+        for type_ in sorted({*types.get(kind, ()), *builtin}):
+            try:
+                found.append(registry.get(kind, type_))
+            except ConfigError:
+                continue
+        return found
+
     key: _CacheKey = tuple(
-        (kind, tuple(p.config for p in registry.plugins(kind) if plugin_problem(p) is None))
+        (kind, tuple(p.config for p in plugins(kind) if plugin_problem(p) is None))
         for kind in KINDS
     )
     cached = _cache.get(key)

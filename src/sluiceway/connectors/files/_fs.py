@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import pyarrow as pa
-from fsspec.core import url_to_fs
 
 from sluiceway.core.errors import SourceError
 
@@ -57,6 +56,10 @@ class FileSet:
     """The files a source ``path`` (file, directory or glob) stands for."""
 
     def __init__(self, url: str) -> None:
+        # Imported here: a pipeline that only writes files never needs fsspec (its
+        # import scans every installed distribution's entry points).
+        from fsspec.core import url_to_fs
+
         self.url = url
         try:
             self.fs, self.root = url_to_fs(url)
