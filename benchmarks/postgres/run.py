@@ -87,6 +87,12 @@ def _verify(rows: int, kind: str, path: str, env: dict[str, str]) -> None:
     print(f"  verified {path}: matches the source", file=sys.stderr)
 
 
+def _backend_of_bench_db(command: str) -> bool:
+    """A PostgreSQL backend process serving the benchmark's database (its title says so)."""
+    dbname = dict(part.split("=", 1) for part in DSN.split()).get("dbname", "")
+    return command.startswith("postgres: ") and f" {dbname} " in command
+
+
 def _table(title: str, results: Sequence[object], rows: int, reference: str) -> str:
     return f"#### {title}\n\n" + markdown_table(results, rows=rows, reference=reference)  # type: ignore[arg-type]
 
@@ -213,7 +219,9 @@ def bench(
         ("to PostgreSQL", to_postgres, verify_postgres),
     ):
         chosen = [c for c in group if not only or c.name in only or c.name.endswith("floor")]
-        results = run_contenders(chosen, runs=runs, prepare=prepare, verify=check)
+        results = run_contenders(
+            chosen, runs=runs, prepare=prepare, verify=check, server=_backend_of_bench_db
+        )
         save_results(HERE / "results.jsonl", f"postgres {title}", rows, results)
         sections.append(_table(f"{rows:,} rows {title}", results, rows, chosen[0].name))
     head = (
@@ -260,7 +268,9 @@ def slow(rows: int, runs: int, workdir: Path) -> str:
         if contender.name != "copy-floor":
             _verify(rows, "parquet", str(out / contender.name / "data" / "bench" / source), env)
 
-    results = run_contenders(contenders, runs=runs, prepare=prepare, verify=verify)
+    results = run_contenders(
+        contenders, runs=runs, prepare=prepare, verify=verify, server=_backend_of_bench_db
+    )
     save_results(HERE / "results.jsonl", "postgres dlt default backend", rows, results)
     return _table(f"{rows:,} rows to Parquet, dlt's default backend", results, rows, "copy-floor")
 
