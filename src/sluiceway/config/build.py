@@ -299,7 +299,7 @@ def registry_with(refs: Sequence[str], base: Registry | None = None) -> Registry
     """
     if not refs:
         return base or default_registry()
-    registry = Registry()
+    registry = Registry(entry_points=base is None)
     if base is not None:
         registry.extend(base)
     for ref in refs:
