@@ -114,6 +114,8 @@ class UdpSink:
                 packet = self.sock.recv(65535).decode()
             except TimeoutError:
                 continue
+            except OSError:  # closed by close() while waiting
+                return
             for line in packet.split("\n"):
                 self.datagrams += 1
                 if line.startswith("sluiceway.records.written:"):
