@@ -12,6 +12,7 @@ import json
 import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -210,7 +211,14 @@ def test_two_members_of_a_group_split_partitions_without_loss_or_duplicates(
     """B joins while A is consuming: A's in-flight batches are loaded and committed
     before its partitions move, so B starts exactly where A stopped. With load-ahead
     (the default) the batch the sink finished while the revoke waits is committed
-    by the idle drain, not left to the next owner."""
+    by the idle drain, not left to the next owner.
+
+    Nothing is ever lost. A message is read twice only where the broker refused A's
+    revoke-time commit, and then A's ``kafka_handover_not_committed`` warning names
+    exactly those offsets. A real broker accepts that commit. The mock refuses it
+    whenever B's second JoinGroup of the cooperative rebalance reaches it first: it
+    refuses every commit while a group is joining, and it waits up to the session
+    timeout for A. Beside a busy loop on 2 cores, it happened in 5 of 18 runs."""
     topic = new_topic()
     produced = 0
     stop_producing = threading.Event()
@@ -257,14 +265,40 @@ def test_two_members_of_a_group_split_partitions_without_loss_or_duplicates(
     a_err, b_err = (tmp_path / "a.log").read_text(), (tmp_path / "b.log").read_text()
     assert b.returncode == 0, b_err[-3000:]
     assert a.returncode == 0, a_err[-3000:]
-    b_rows = sink_rows(tmp_path / "b" / "sink.duckdb", "n, kafka_partition")
+    columns = "n, kafka_partition, kafka_offset"
+    b_rows = sink_rows(tmp_path / "b" / "sink.duckdb", columns)
     assert b_rows, "the second member got no partitions"
     assert "kafka_partitions_revoked" in a_err
 
     drain = write_spec(tmp_path / "a", kafka.bootstrap, topic, name="member-a", group="shared")
     final = run_cli(drain)
     assert final.returncode == 0, final.stderr[-3000:]
-    everything = [r[0] for r in sink_rows(tmp_path / "a" / "sink.duckdb")] + [r[0] for r in b_rows]
-    duplicates = len(everything) - len(set(everything))
-    assert duplicates == 0
-    assert sorted(everything) == list(range(produced))
+    rows = sink_rows(tmp_path / "a" / "sink.duckdb", columns) + b_rows
+    everything = [r[0] for r in rows]
+    assert sorted(set(everything)) == list(range(produced)), "messages were lost"
+    counts = Counter(everything)
+    windows = redelivery_windows(a_err, topic)
+    unexplained = sorted(
+        (partition, offset)
+        for n, partition, offset in rows
+        if counts[n] > 1 and not in_window(windows.get(partition), offset)
+    )
+    assert not unexplained, f"read twice outside any refused handover {windows}: {unexplained}"
+    assert all(c <= 2 for c in counts.values()), "a message was read more than twice"
+
+
+def redelivery_windows(log: str, topic: str) -> dict[int, list[tuple[int, int]]]:
+    """Per partition, the [first, end) offsets A warned its successor would read again."""
+    windows: dict[int, list[tuple[int, int]]] = {}
+    for line in log.splitlines():
+        if '"kafka_handover_not_committed"' not in line:
+            continue
+        for name, (first, end) in json.loads(line)["redelivered"].items():
+            name_topic, _, partition = name.rpartition("/")
+            assert name_topic == topic
+            windows.setdefault(int(partition), []).append((first or 0, end))
+    return windows
+
+
+def in_window(windows: list[tuple[int, int]] | None, offset: int) -> bool:
+    return any(first <= offset < end for first, end in windows or ())

@@ -179,18 +179,18 @@ class KafkaExtractor(BaseExtractor[dict[str, Any]]):
         """True if a partition of ``batch`` was revoked since it was read (drop it)."""
         return self.book.is_stale(batch_key(batch))
 
-    def _commit(self, consumer: Any, offsets: dict[TopicPartitionKey, int], *, why: str) -> None:
-        """Commit offsets synchronously (call with the client lock held).
+    def _commit(self, consumer: Any, offsets: dict[TopicPartitionKey, int], *, why: str) -> bool:
+        """Commit offsets synchronously (call with the client lock held); True if done.
 
         While the group rebalances the broker refuses commits; routine commits
         (after a batch, before a poll) then pause briefly instead of retrying on
         every poll, and the rebalance callback commits what is pending.
         """
         if not offsets:
-            return
+            return True
         routine = why in ("acknowledge", "poll")
         if routine and time.monotonic() < self._commit_paused_until:
-            return
+            return False
         kafka = self._kafka
         partitions = [kafka.TopicPartition(t, p, end) for (t, p), end in offsets.items()]
         try:
@@ -208,9 +208,10 @@ class KafkaExtractor(BaseExtractor[dict[str, Any]]):
                 detail="the offsets stay pending; the pipeline's own positions keep the "
                 "next run from re-reading what was loaded",
             )
-            return
+            return False
         self.book.committed(offsets)
         _log.debug("kafka_offsets_committed", why=why, offsets=_named(offsets))
+        return True
 
     # -- rebalance callbacks (consumer thread, client lock held) ------------------------
 
@@ -271,7 +272,9 @@ class KafkaExtractor(BaseExtractor[dict[str, Any]]):
         tps = [(p.topic, p.partition) for p in partitions]
         drained = self.book.begin_rebalance(tps, self.config.rebalance_timeout, self.context.stop)
         try:
-            self._commit(consumer, self.book.pending_for(tps), why="revoke")
+            pending = self.book.pending_for(tps)
+            if not self._commit(consumer, pending, why="revoke"):
+                self._warn_redelivery(pending)
         finally:
             self.book.revoked(tps)
             self.book.end_rebalance()
@@ -282,6 +285,21 @@ class KafkaExtractor(BaseExtractor[dict[str, Any]]):
             "kafka_partitions_revoked",
             partitions=[partition_name(*tp) for tp in tps],
             drained=drained,
+        )
+
+    def _warn_redelivery(self, pending: dict[TopicPartitionKey, int]) -> None:
+        """The revoke-time commit was refused: say which loaded messages the next owner
+        reads again, as ``{partition: [first, end)}`` (``first`` is the last offset the
+        group is known to have committed; None if unknown)."""
+        _log.warning(
+            "kafka_handover_not_committed",
+            redelivered={
+                partition_name(*tp): [self.book.committed_offset(tp), end]
+                for tp, end in sorted(pending.items())
+            },
+            detail="the broker refused the revoke-time commit: the next owner resumes "
+            "from the group's committed offsets and reads these loaded messages again "
+            "(at-least-once across this handover)",
         )
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
