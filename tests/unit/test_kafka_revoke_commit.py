@@ -85,6 +85,7 @@ def test_a_refused_revoke_commit_warns_with_the_range_the_next_owner_reads_again
 
     (warning,) = [e for e in logs if e["event"] == "kafka_handover_not_committed"]
     assert warning["log_level"] == "warning"
+    assert warning["why"] == "revoke"
     # [first, end): the group's last committed offset (unknown for partition 1) to
     # the end of what this member loaded.
     assert warning["redelivered"] == {f"{TOPIC}/0": [25, 60], f"{TOPIC}/1": [None, 7]}
@@ -101,3 +102,19 @@ def test_nothing_pending_on_revoke_means_nothing_to_warn_about() -> None:
         source._on_revoke(consumer, _partitions(1))
     assert not [e for e in logs if e["event"] == "kafka_handover_not_committed"]
     assert consumer.commits == []
+
+
+def test_lost_partitions_warn_with_what_was_loaded_and_never_committed() -> None:
+    source, consumer = _source()
+    source.book.loaded(((TOPIC, 1, 1),), {(TOPIC, 1): 12})
+    source._commit(consumer, source.book.pending(), why="acknowledge")
+    source.book.loaded(((TOPIC, 1, 2),), {(TOPIC, 1): 30})
+
+    with capture_logs() as logs:
+        source._on_lost(consumer, _partitions(1))
+
+    (warning,) = [e for e in logs if e["event"] == "kafka_handover_not_committed"]
+    assert warning["why"] == "lost"
+    assert warning["redelivered"] == {f"{TOPIC}/1": [12, 30]}
+    assert consumer.commits == [{(TOPIC, 1): 12}]  # no commit tried for lost partitions
+    assert source.book.assignment() == {(TOPIC, 0)}

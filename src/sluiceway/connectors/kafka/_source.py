@@ -274,7 +274,7 @@ class KafkaExtractor(BaseExtractor[dict[str, Any]]):
         try:
             pending = self.book.pending_for(tps)
             if not self._commit(consumer, pending, why="revoke"):
-                self._warn_redelivery(pending)
+                self._warn_redelivery(pending, why="revoke")
         finally:
             self.book.revoked(tps)
             self.book.end_rebalance()
@@ -287,23 +287,33 @@ class KafkaExtractor(BaseExtractor[dict[str, Any]]):
             drained=drained,
         )
 
-    def _warn_redelivery(self, pending: dict[TopicPartitionKey, int]) -> None:
-        """The revoke-time commit was refused: say which loaded messages the next owner
-        reads again, as ``{partition: [first, end)}`` (``first`` is the last offset the
-        group is known to have committed; None if unknown)."""
+    def _warn_redelivery(self, pending: dict[TopicPartitionKey, int], *, why: str) -> None:
+        """Partitions went without their loaded offsets committed (the revoke-time commit
+        was refused, or they were lost): say which messages the next owner reads again,
+        as ``{partition: [first, end)}`` (``first`` is the last offset the group is
+        known to have committed; None if unknown)."""
+        reason = (
+            "the broker refused the revoke-time commit"
+            if why == "revoke"
+            else "the partitions were lost (this member left the group) before a commit"
+        )
         _log.warning(
             "kafka_handover_not_committed",
+            why=why,
             redelivered={
                 partition_name(*tp): [self.book.committed_offset(tp), end]
                 for tp, end in sorted(pending.items())
             },
-            detail="the broker refused the revoke-time commit: the next owner resumes "
-            "from the group's committed offsets and reads these loaded messages again "
-            "(at-least-once across this handover)",
+            detail=f"{reason}: another member that takes them over resumes from the "
+            "group's committed offsets and reads these loaded messages again (at-least-once "
+            "across this handover); this pipeline's own positions skip them if it does",
         )
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        pending = self.book.pending_for(tps)
+        if pending:  # lost, not revoked: no commit is possible any more
+            self._warn_redelivery(pending, why="lost")
         self.book.revoked(tps)
         if self._cooperative:
             consumer.incremental_unassign(partitions)
