@@ -1,4 +1,5 @@
-"""What the Kafka source does when the broker refuses its revoke-time commit.
+"""What the Kafka source does when partitions go without their loaded offsets
+committed: the broker refuses the revoke-time commit, or the partitions are lost.
 
 The broker's refusal cannot be provoked on demand from the mock cluster (it
 depends on which member's JoinGroup arrives first), so the consumer here is a
