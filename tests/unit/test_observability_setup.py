@@ -189,7 +189,9 @@ _TELEMETRY_CHILD = textwrap.dedent(
     from sluiceway.observability.setup import DatadogConfig, ObservabilityConfig, build_hooks
 
     section = json.loads(sys.argv[1])
-    config = ObservabilityConfig(datadog=DatadogConfig(metrics=False, events=False, **section))
+    config = ObservabilityConfig(
+        datadog=DatadogConfig(metrics=False, events=False, exporter="thread", **section)
+    )
     with build_hooks(config, pipeline="t") as hooks:
         hooks.flush()  # waits for the tracer, i.e. for ddtrace's import
     import ddtrace.internal.telemetry as telemetry
@@ -236,7 +238,9 @@ _ORIGINS_CHILD = textwrap.dedent(
         return plain(self, strict)
 
     pathlib.Path.resolve = counting
-    config = ObservabilityConfig(datadog=DatadogConfig(metrics=False, events=False))
+    config = ObservabilityConfig(
+        datadog=DatadogConfig(metrics=False, events=False, exporter="thread")
+    )
     with build_hooks(config, pipeline="t") as hooks:
         hooks.flush()  # waits for the tracer, i.e. for ddtrace's import
     pathlib.Path.resolve = plain
@@ -314,6 +318,7 @@ def test_closed_hooks_leave_the_exit_list() -> None:
 
 
 def test_public_names_are_pinned() -> None:
+    import sluiceway.observability.exporter as exporter
     import sluiceway.observability.otel as otel
     import sluiceway.observability.setup as setup
     import sluiceway.observability.spans as spans
@@ -355,6 +360,7 @@ def test_public_names_are_pinned() -> None:
             "tag",
         ],
         otel: ["OtelTraceBackend", "otel_fields"],
+        exporter: ["EXPORTER_SCRIPT", "ExporterProcess", "ProcessStatsd", "ProcessTraceBackend"],
     }
     for module, names in expected.items():
         assert sorted(module.__all__) == sorted(names), module.__name__

@@ -16,13 +16,16 @@
         agent_url: http://dd-agent:8126   # DD_TRACE_AGENT_URL, else http://$DD_AGENT_HOST:8126
         statsd_host: dd-agent        # DD_DOGSTATSD_URL / DD_DOGSTATSD_HOST / DD_AGENT_HOST
         statsd_port: 8125            # DD_DOGSTATSD_PORT
+        exporter: auto               # process | thread: where ddtrace / datadog run
       opentelemetry:                 # traces over OTLP/HTTP instead of ddtrace
         endpoint: http://collector:4318/v1/traces   # OTEL_EXPORTER_OTLP_TRACES_ENDPOINT …
 
 Nothing is on by default, and then nothing is imported: :func:`build_hooks` returns
 only the hooks it was given. Enabled, it checks that ddtrace / datadog /
-OpenTelemetry (the ``datadog`` and ``otel`` extras) are installed, imports them in
-loader threads (overlapping the start of the run) and returns
+OpenTelemetry (the ``datadog`` and ``otel`` extras) are installed, and either
+starts the exporter process that imports ddtrace / ``datadog`` and sends what the
+run hands it (:mod:`sluiceway.observability.exporter`; Datadog's default), or
+imports them in loader threads overlapping the start of the run; it returns
 :class:`ObservabilityHooks`, a list of hooks with a
 :meth:`~ObservabilityHooks.close` that flushes metrics and traces. Close is also
 run at interpreter exit and, when SIGTERM would otherwise kill the process
@@ -44,7 +47,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -56,6 +59,10 @@ if TYPE_CHECKING:
     from sluiceway.observability.spans import SpanBackend
 
 T = TypeVar("T")
+
+#: What ``exporter: auto`` looks for in ``sys.modules``: for traces, and for metrics alone.
+DDTRACE_MODULE = "ddtrace"
+DATADOG_DOGSTATSD = "datadog.dogstatsd.base"
 
 __all__ = [
     "DatadogConfig",
@@ -125,6 +132,14 @@ class DatadogConfig(_Section):
     events_min_interval: float = Field(
         default=600.0, ge=0, description="seconds between two dead-letter events of a run"
     )
+    exporter: Literal["auto", "process", "thread"] = Field(
+        default="auto",
+        description="where ddtrace and the DogStatsD client run: 'process', a child "
+        "process fed through a pipe (the run never imports them); 'thread', in the run's "
+        "process, imported by a loader thread; 'auto', 'process' unless the run's "
+        "process has imported them already (ddtrace-run, an Airflow worker tracing its "
+        "tasks: spans then join its active trace)",
+    )
     instrumentation_telemetry: bool = Field(
         default=False,
         description="ddtrace's own telemetry about itself (its settings and the process's "
@@ -166,6 +181,7 @@ class DatadogConfig(_Section):
             statsd_port=port,
             statsd_socket=socket_path,
             events_min_interval=self.events_min_interval,
+            exporter=self.exporter,
             instrumentation_telemetry=_flag(
                 env.get("DD_INSTRUMENTATION_TELEMETRY_ENABLED"), self.instrumentation_telemetry
             ),
@@ -188,7 +204,15 @@ class DatadogSettings:
     statsd_port: int
     statsd_socket: str | None
     events_min_interval: float
+    exporter: Literal["auto", "process", "thread"] = "auto"
     instrumentation_telemetry: bool = False
+
+    def in_process(self, *, traces: bool) -> bool:
+        """Whether ddtrace / ``datadog`` run in this process (``exporter``, and for
+        ``auto`` whether the module the run needs is imported already)."""
+        if self.exporter != "auto":
+            return self.exporter == "thread"
+        return (DDTRACE_MODULE if traces else DATADOG_DOGSTATSD) in sys.modules
 
 
 class OpenTelemetryConfig(_Section):
@@ -541,6 +565,54 @@ def _maybe_lazy(
     return LazyTraceBackend(_load(module, factory, gate), fields)
 
 
+def _statsd_module(*, traces: bool) -> str:
+    """The DogStatsD module: with Datadog tracing on, ddtrace is imported anyway and
+    carries the same client; importing ``datadog`` too would cost ~0.2 s more."""
+    from sluiceway.observability._ddexport import DDTRACE_DOGSTATSD
+
+    return DDTRACE_DOGSTATSD if traces else DATADOG_DOGSTATSD
+
+
+def _constant_tags(
+    dd: DatadogSettings, pipeline: str, source_type: str | None, sink_type: str | None
+) -> list[str]:
+    """The tags every metric and event of the run carries."""
+    from sluiceway.observability.statsd import tag
+
+    common = {"pipeline": pipeline, "source": source_type, "sink": sink_type}
+    common |= {"env": dd.env, "service": dd.service, "version": dd.version}
+    return [tag(k, v) for k, v in {**common, **dd.tags}.items() if v]
+
+
+def _start_exporter(
+    dd: DatadogSettings, *, traces: bool, statsd: bool, constant_tags: list[str]
+) -> Any:
+    """The exporter process for ``dd``'s traces and/or DogStatsD client, started now:
+    it imports the vendor package on the other core while the run starts."""
+    from sluiceway.observability.exporter import ExporterProcess
+
+    environ = dict(os.environ)
+    environ["DD_INSTRUMENTATION_TELEMETRY_ENABLED"] = str(dd.instrumentation_telemetry).lower()
+    trace_options = None
+    if traces:
+        trace_options = {
+            "service": dd.service,
+            "env": dd.env,
+            "version": dd.version,
+            "agent_url": dd.agent_url,
+        }
+    statsd_options = None
+    if statsd:
+        statsd_options = {
+            "module": _statsd_module(traces=traces),
+            "host": dd.statsd_host,
+            "port": dd.statsd_port,
+            "socket_path": dd.statsd_socket,
+            "constant_tags": constant_tags,
+        }
+    return ExporterProcess(traces=trace_options, statsd=statsd_options, environ=environ)
+
+
 def build_hooks(
     config: ObservabilityConfig | None,
     *,
@@ -562,8 +634,6 @@ def build_hooks(
     if not config.enabled:
         return ObservabilityHooks(around)
 
-    from sluiceway.observability.statsd import tag
-
     gate = _Gate()
     first: list[Hook] = [gate]
     last: list[Hook] = []
@@ -573,8 +643,24 @@ def build_hooks(
     dd = config.datadog_config.resolve(environ) if config.datadog_config else None
     otel = config.opentelemetry_config.resolve(environ) if config.opentelemetry_config else None
     user_tags = dict(dd.tags) if dd else {}
-    if dd is not None and (dd.traces or dd.metrics or dd.events):
-        _ddtrace_environment(dd)
+    dd_traces = dd is not None and dd.traces and otel is None
+    dd_statsd = dd is not None and (dd.metrics or dd.events)
+    # The exporter process, when Datadog's packages are to run outside this one.
+    exporter: Any = None
+    if dd is not None and (dd_traces or dd_statsd):
+        if dd_traces:
+            _need("ddtrace", extra="datadog", what="Datadog tracing")
+        elif dd_statsd:
+            _need("datadog", extra="datadog", what="DogStatsD metrics")
+        if dd.in_process(traces=dd_traces):
+            _ddtrace_environment(dd)
+        else:
+            exporter = _start_exporter(
+                dd,
+                traces=dd_traces,
+                statsd=dd_statsd,
+                constant_tags=_constant_tags(dd, pipeline, source_type, sink_type),
+            )
 
     backend: Any = None
     if otel is not None:
@@ -600,16 +686,21 @@ def build_hooks(
     elif dd is not None and dd.traces:
         from sluiceway.observability.spans import DatadogTraceBackend, datadog_fields
 
-        _need("ddtrace", extra="datadog", what="Datadog tracing")
         d = dd
-        backend = _maybe_lazy(
-            "ddtrace.trace",
-            lambda: DatadogTraceBackend(
-                service=d.service, env=d.env, version=d.version, agent_url=d.agent_url
-            ),
-            partial(datadog_fields, service=d.service, env=d.env, version=d.version),
-            gate,
-        )
+        fields = partial(datadog_fields, service=d.service, env=d.env, version=d.version)
+        if exporter is not None:
+            from sluiceway.observability.exporter import ProcessTraceBackend
+
+            backend = ProcessTraceBackend(exporter, fields)
+        else:
+            backend = _maybe_lazy(
+                "ddtrace.trace",
+                lambda: DatadogTraceBackend(
+                    service=d.service, env=d.env, version=d.version, agent_url=d.agent_url
+                ),
+                fields,
+                gate,
+            )
         parts.append(f"datadog traces to {dd.agent_url}")
     if backend is not None:
         from sluiceway.observability.tracing import RunTracer
@@ -626,36 +717,36 @@ def build_hooks(
         flushers.append(backend.flush)
         closers.append(backend.close)
 
-    if dd is not None and (dd.metrics or dd.events):
+    if dd is not None and dd_statsd:
         from sluiceway.observability.statsd import (
-            DDTRACE_DOGSTATSD,
             LazyStatsd,
+            StatsdClient,
             StatsdSubscriber,
             statsd_client,
         )
 
-        # With Datadog tracing on, ddtrace is imported anyway and carries the same
-        # DogStatsD client: importing ``datadog`` too would cost ~0.2 s more start-up.
-        module = DDTRACE_DOGSTATSD if dd.traces and otel is None else "datadog.dogstatsd.base"
-        if module != DDTRACE_DOGSTATSD:
-            _need("datadog", extra="datadog", what="DogStatsD metrics")
-        common = {"pipeline": pipeline, "source": source_type, "sink": sink_type}
-        common |= {"env": dd.env, "service": dd.service, "version": dd.version}
-        constant = [tag(k, v) for k, v in {**common, **user_tags}.items() if v]
-        d = dd
-        client = LazyStatsd(
-            _load(
-                module,
-                lambda: statsd_client(
-                    host=d.statsd_host,
-                    port=d.statsd_port,
-                    socket_path=d.statsd_socket,
-                    constant_tags=constant,
-                    module=module,
-                ),
-                gate,
+        client: StatsdClient
+        if exporter is not None:
+            from sluiceway.observability.exporter import ProcessStatsd
+
+            client = ProcessStatsd(exporter)
+        else:
+            module = _statsd_module(traces=dd_traces)
+            constant = _constant_tags(dd, pipeline, source_type, sink_type)
+            d = dd
+            client = LazyStatsd(
+                _load(
+                    module,
+                    lambda: statsd_client(
+                        host=d.statsd_host,
+                        port=d.statsd_port,
+                        socket_path=d.statsd_socket,
+                        constant_tags=constant,
+                        module=module,
+                    ),
+                    gate,
+                )
             )
-        )
         if dd.metrics:
             first.append(StatsdSubscriber(client))
         if dd.events:
@@ -669,6 +760,8 @@ def build_hooks(
         closers.append(client.close)
         where = dd.statsd_socket or f"{dd.statsd_host}:{dd.statsd_port}"
         parts.append(f"dogstatsd to {where}")
+    if exporter is not None:
+        parts.append("from an exporter process")
 
     hooks = ObservabilityHooks(
         [*first, *around, *last],

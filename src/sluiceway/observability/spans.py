@@ -13,9 +13,7 @@ bits, 64-bit span ids) and are valid OpenTelemetry ids too.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +22,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from sluiceway.observability._ddexport import DatadogTracer
 from sluiceway.plugins import require
 
 __all__ = [
@@ -109,8 +108,8 @@ class SpanBackend(Protocol):
     def close(self) -> None: ...
 
 
-class DatadogTraceBackend:
-    """Spans to the Datadog agent through ddtrace's global tracer (imported here).
+class DatadogTraceBackend(DatadogTracer):
+    """Spans to the Datadog agent through ddtrace's global tracer, in this process.
 
     ``agent_url`` points the tracer at an agent; when ddtrace is already imported
     (e.g. under ``ddtrace-run``) its own configuration is kept unless they differ.
@@ -126,80 +125,13 @@ class DatadogTraceBackend:
         version: str | None = None,
         agent_url: str | None = None,
     ) -> None:
-        if agent_url and "ddtrace" not in sys.modules:
-            os.environ["DD_TRACE_AGENT_URL"] = agent_url
-        module = require("ddtrace.trace", extra="datadog", what="Datadog tracing")
-        self._tracer: Any = module.tracer
-        self._context: Any = module.Context
-        if agent_url and getattr(self._tracer, "_agent_url", agent_url) != agent_url:
-            # ddtrace was imported before (ddtrace-run, its pytest plugin): re-point its
-            # writer. Internal API, hence guarded; the env variable covers the usual case.
-            with contextlib.suppress(Exception):
-                self._tracer._agent_url = agent_url
-                self._tracer._recreate()
-        self.service = service
-        self.env = env
-        self.version = version
-
-    def __repr__(self) -> str:
-        return f"DatadogTraceBackend(service={self.service!r}, env={self.env!r})"
-
-    def start_span(
-        self,
-        name: str,
-        *,
-        parent: Any | None,
-        start: float,
-        resource: str,
-        tags: Mapping[str, str],
-        ids: tuple[int, int] | None = None,
-    ) -> Any:
-        if parent is None:
-            if ids is None:
-                parent = self._tracer.context_provider.active()
-            else:
-                parent = self._context(trace_id=ids[0])
-        span = self._tracer.start_span(
-            name, child_of=parent, service=self.service, resource=resource, span_type="worker"
-        )
-        if ids is not None:
-            span.span_id = ids[1]
-        span.start = start
-        if self.env:
-            span.set_tag("env", self.env)
-        if self.version:
-            span.set_tag("version", self.version)
-        span.set_tag("component", "sluiceway")
-        span.set_tags(dict(tags))
-        return span
-
-    def set_tags(self, span: Any, tags: Mapping[str, str]) -> None:
-        span.set_tags(dict(tags))
-
-    def set_metrics(self, span: Any, metrics: Mapping[str, float]) -> None:
-        span.set_metrics(dict(metrics))
-
-    def set_error(self, span: Any, error_type: str | None, message: str | None) -> None:
-        span.error = 1
-        if error_type:
-            span.set_tag("error.type", error_type)
-        if message:
-            span.set_tag("error.message", message)
-
-    def finish(self, span: Any, end: float) -> None:
-        span.finish(finish_time=max(end, span.start))
+        require("ddtrace.trace", extra="datadog", what="Datadog tracing")
+        super().__init__(service=service, env=env, version=version, agent_url=agent_url)
 
     def correlation(self, span: Any) -> dict[str, str]:
         return datadog_fields(
             span.trace_id, span.span_id, service=self.service, env=self.env, version=self.version
         )
-
-    def flush(self) -> None:
-        self._tracer.flush()
-
-    def close(self) -> None:
-        # The tracer is process-wide (ddtrace shuts it down at exit): flush only.
-        self.flush()
 
 
 class _Handle:

@@ -28,6 +28,7 @@ import structlog
 
 from sluiceway.core.events import EventKind, StageEvent
 from sluiceway.core.metrics import PipelineMetrics
+from sluiceway.observability._ddexport import make_statsd, stop_statsd
 from sluiceway.observability.logging import redact
 from sluiceway.plugins import require
 
@@ -221,10 +222,6 @@ class StatsdClient(Protocol):
     def flush(self) -> Any: ...
 
 
-#: ddtrace's own copy of the DogStatsD client (same wire format as ``datadog``'s).
-DDTRACE_DOGSTATSD = "ddtrace.vendor.dogstatsd.base"
-
-
 def statsd_client(
     *,
     host: str | None,
@@ -247,21 +244,15 @@ def statsd_client(
     ``__init__`` imports its whole HTTP API client).
     """
     base = require(module, extra="datadog", what="DogStatsD metrics")
-    client = base.DogStatsd(
-        host=(None if module != DDTRACE_DOGSTATSD else "localhost") if socket_path else host,
-        port=None if socket_path else port,
+    return make_statsd(
+        base,
+        host=host,
+        port=port,
         socket_path=socket_path,
-        disable_buffering=False,
+        constant_tags=constant_tags,
         flush_interval=flush_interval,
-        disable_telemetry=not telemetry,
+        telemetry=telemetry,
     )
-    # The client adds env:/service:/version: from DD_* variables itself; the
-    # configured values (which default to those variables) replace them.
-    ours = list(dict.fromkeys(constant_tags))
-    keys = {t.split(":", 1)[0] for t in ours}
-    inherited = [t for t in client.constant_tags if t.split(":", 1)[0] not in keys]
-    client.constant_tags = inherited + ours
-    return client
 
 
 class LazyStatsd:
@@ -335,17 +326,7 @@ class LazyStatsd:
         """Flush, stop the client's flush thread and close its socket."""
         self.flush()
         if self._client is not None:
-            stop = getattr(self._client, "stop", None)
-            if stop is not None:
-                stop(timeout=2.0)
-            else:
-                # ddtrace's copy has no public stop, and its private one joins a
-                # thread that sleeps out its interval: flushed above, just tell the
-                # (daemon) thread to end.
-                stopping = getattr(self._client, "_flush_thread_stop", None)
-                if stopping is not None:
-                    stopping.set()
-            self._client.close_socket()
+            stop_statsd(self._client)
 
 
 # -- metrics ----------------------------------------------------------------------------

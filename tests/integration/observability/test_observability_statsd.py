@@ -30,8 +30,16 @@ def metered(statsd: StatsdListener, *, traces: bool = False, **kw: object):
     )
 
 
-def test_a_run_s_metrics_names_types_and_tags(statsd: StatsdListener, tmp_path: Path) -> None:
-    with metered(statsd, tags={"team": "data"}, events=False) as hooks:
+#: Where the DogStatsD client runs: the exporter process (the default unless the
+#: package is imported already, as in this test process) or this one.
+EXPORTERS = pytest.mark.parametrize("exporter", ["process", "thread"])
+
+
+@EXPORTERS
+def test_a_run_s_metrics_names_types_and_tags(
+    statsd: StatsdListener, tmp_path: Path, exporter: str
+) -> None:
+    with metered(statsd, tags={"team": "data"}, events=False, exporter=exporter) as hooks:
         metrics = eventful_pipeline(tmp_path, hooks).run()
         # Flushed at the end of the run, before close(): nothing waits for the buffer thread.
         statsd.wait_for(lambda ds: any(d.name == "sluiceway.run.succeeded" for d in ds), 2)
@@ -97,8 +105,11 @@ def test_a_failed_run_counts_as_failed_with_its_error_type(
     assert duration.tag("status") == "failed"
 
 
-def test_datadog_events_on_dead_letters_and_failure(statsd: StatsdListener, tmp_path: Path) -> None:
-    with metered(statsd, metrics=False, events_min_interval=3600) as hooks:
+@EXPORTERS
+def test_datadog_events_on_dead_letters_and_failure(
+    statsd: StatsdListener, tmp_path: Path, exporter: str
+) -> None:
+    with metered(statsd, metrics=False, events_min_interval=3600, exporter=exporter) as hooks:
         eventful_pipeline(tmp_path / "a", hooks).run()
         with pytest.raises(RunFailedError):
             eventful_pipeline(tmp_path / "b", hooks, fail_after=1, transient_failures=0).run()

@@ -37,10 +37,16 @@ def traced(agent: TestAgent, **kw: object):
     )
 
 
+#: Both places ddtrace can run: a child process fed through a pipe (the default, unless
+#: ddtrace is imported already, as in this test process), or a loader thread in this one.
+EXPORTERS = pytest.mark.parametrize("exporter", ["process", "thread"])
+
+
+@EXPORTERS
 def test_span_tree_of_a_run_with_dead_letters_and_a_retried_load(
-    agent: TestAgent, tmp_path: Path
+    agent: TestAgent, tmp_path: Path, exporter: str
 ) -> None:
-    with traced(agent, tags={"team": "data"}) as hooks:
+    with traced(agent, tags={"team": "data"}, exporter=exporter) as hooks:
         metrics = eventful_pipeline(tmp_path, hooks).run()
     assert (metrics.written, metrics.dead_lettered, metrics.retries) == (10, 2, 1)
 
@@ -118,8 +124,9 @@ def test_span_tree_of_a_run_with_dead_letters_and_a_retried_load(
     assert validated["metrics"]["sluiceway.dead_lettered"] == 1
 
 
-def test_a_failed_run_is_an_error_span(agent: TestAgent, tmp_path: Path) -> None:
-    with traced(agent) as hooks, pytest.raises(RunFailedError) as failed:
+@EXPORTERS
+def test_a_failed_run_is_an_error_span(agent: TestAgent, tmp_path: Path, exporter: str) -> None:
+    with traced(agent, exporter=exporter) as hooks, pytest.raises(RunFailedError) as failed:
         eventful_pipeline(tmp_path, hooks, fail_after=1, transient_failures=0).run()
     spans = agent.run_spans(failed.value.metrics.run_id)
     (root,) = by_name(spans, "sluiceway.pipeline.run")
@@ -130,8 +137,9 @@ def test_a_failed_run_is_an_error_span(agent: TestAgent, tmp_path: Path) -> None
     assert [b["error"] for b in by_name(spans, "sluiceway.batch")] == [0]
 
 
+@EXPORTERS
 def test_log_lines_carry_the_trace_and_span_they_were_emitted_under(
-    agent: TestAgent, tmp_path: Path
+    agent: TestAgent, tmp_path: Path, exporter: str
 ) -> None:
     out = io.StringIO()
     configure_logging("debug", "json", stream=out)
@@ -139,7 +147,7 @@ def test_log_lines_carry_the_trace_and_span_they_were_emitted_under(
     processors = list(structlog.get_config()["processors"])
     processors.insert(1, add_trace_context)
     structlog.configure(processors=processors)
-    with traced(agent) as hooks:
+    with traced(agent, exporter=exporter) as hooks:
         metrics = eventful_pipeline(tmp_path, hooks).run()
     structlog.get_logger("after").info("after_the_run")
 

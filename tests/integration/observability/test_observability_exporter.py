@@ -1,0 +1,206 @@
+"""The exporter process (``observability.datadog.exporter: process``) under failure.
+
+A real child process, real DogStatsD datagrams on a UDP listener: a signal to the
+whole process group does not cut off the last flush, a run's process killed outright
+still gets what it handed over sent (and leaves no process behind), an exporter that
+cannot load ddtrace or that dies costs one warning and never the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from tests.integration.observability.support import StatsdListener
+
+from sluiceway.observability.exporter import ExporterProcess, ProcessStatsd, ProcessTraceBackend
+from sluiceway.observability.setup import DatadogConfig, ObservabilityConfig, build_hooks
+
+_CHILD = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from sluiceway.observability.exporter import ExporterProcess, ProcessStatsd, ProcessTraceBackend
+    from sluiceway.observability.setup import ObservabilityHooks, _install_exit_flush
+
+    # No periodic flush (30 s): the datagram leaves the exporter only when flushed.
+    exporter = ExporterProcess(
+        traces=None,
+        statsd={"module": "datadog.dogstatsd.base", "host": "127.0.0.1",
+                "port": int(sys.argv[1]), "flush_interval": 30.0},
+        environ=dict(os.environ),
+    )
+    hooks = ObservabilityHooks(flushers=[exporter.flush], closers=[exporter.close])
+    _install_exit_flush()  # as build_hooks does: SIGTERM flushes, then dies of it
+    client = ProcessStatsd(exporter)
+    exporter.flush()  # the exporter has made its client
+    client.increment("sluiceway.test.handed_over", 7)
+    time.sleep(0.3)  # the writer thread has piped it
+    print(json.dumps({"exporter": exporter._proc.pid}), flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def _start(statsd: StatsdListener) -> tuple[subprocess.Popen[str], int]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(statsd.port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, for killpg
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    assert line, "the child did not start"
+    return child, int(json.loads(line)["exporter"])
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # A zombie (exited, not yet reaped by its parent) is gone too.
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sigterm_to_the_process_group_still_flushes(statsd: StatsdListener) -> None:
+    """``kill -TERM -<pgid>`` reaches the exporter too: it ignores it, the run's process
+    flushes through it on its way out, and both are gone."""
+    child, exporter = _start(statsd)
+    time.sleep(0.2)
+    assert statsd.total("sluiceway.test.handed_over") == 0  # buffered in the exporter
+    os.killpg(child.pid, signal.SIGTERM)
+    assert child.wait(timeout=30) == -signal.SIGTERM
+    statsd.wait_for(lambda ds: any(d.name == "sluiceway.test.handed_over" for d in ds), 5)
+    assert statsd.total("sluiceway.test.handed_over") == 7
+    assert _gone(exporter, 10)
+
+
+def test_a_killed_run_s_metrics_are_still_sent(statsd: StatsdListener) -> None:
+    """SIGKILL leaves no flush to the run's process: the exporter sees its pipe close,
+    sends what it was handed and exits."""
+    child, exporter = _start(statsd)
+    time.sleep(0.2)
+    assert statsd.total("sluiceway.test.handed_over") == 0  # buffered in the exporter
+    child.kill()
+    assert child.wait(timeout=30) == -signal.SIGKILL
+    statsd.wait_for(lambda ds: any(d.name == "sluiceway.test.handed_over" for d in ds), 5)
+    assert statsd.total("sluiceway.test.handed_over") == 7
+    assert _gone(exporter, 10)
+
+
+def test_an_exporter_that_cannot_load_ddtrace_warns_once_and_the_run_goes_on(
+    tmp_path: Path, statsd: StatsdListener
+) -> None:
+    broken = tmp_path / "broken"
+    (broken / "ddtrace").mkdir(parents=True)
+    (broken / "ddtrace" / "__init__.py").write_text("raise ImportError('no ddtrace here')\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(broken), env.get("PYTHONPATH")]))
+    exporter = ExporterProcess(
+        traces={"service": "s", "agent_url": "http://127.0.0.1:9"},
+        statsd={
+            "module": "datadog.dogstatsd.base",
+            "host": "127.0.0.1",
+            "port": statsd.port,
+            "constant_tags": ["pipeline:x"],
+        },
+        environ=env,
+        timeout=30,
+    )
+    with structlog.testing.capture_logs() as logs:
+        client = ProcessStatsd(exporter)
+        client.increment("sluiceway.test.after_failure", 2)
+        assert exporter.flush()  # metrics still work: only tracing failed
+        exporter.close()
+    warnings = [entry for entry in logs if entry["event"] == "tracing_unavailable"]
+    assert len(warnings) == 1
+    assert "no ddtrace here" in warnings[0]["error"]
+    assert exporter.unavailable.keys() == {"traces"}
+    statsd.wait_for(lambda ds: any(d.name == "sluiceway.test.after_failure" for d in ds), 5)
+    assert statsd.metrics("sluiceway.test.after_failure")[0].tag("pipeline") == "x"
+
+
+def test_a_dead_exporter_fails_a_flush_at_once_and_drops_what_follows(
+    statsd: StatsdListener,
+) -> None:
+    config = ObservabilityConfig(
+        datadog=DatadogConfig(
+            traces=False,
+            events=False,
+            statsd_host="127.0.0.1",
+            statsd_port=statsd.port,
+            exporter="process",
+        )
+    )
+    with structlog.testing.capture_logs() as logs:
+        hooks = build_hooks(config, pipeline="dies")
+        (client,) = {
+            c.__self__
+            for c in hooks._closers
+            if isinstance(getattr(c, "__self__", None), ProcessStatsd)
+        }
+        exporter = client.exporter
+        assert exporter.flush()
+        assert exporter._proc is not None
+        exporter._proc.kill()
+        exporter._proc.wait(timeout=10)
+        began = time.monotonic()
+        deadline = began + 5
+        while exporter.alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not exporter.flush()
+        client.increment("sluiceway.test.dropped")  # dropped, no error
+        hooks.close()
+        assert time.monotonic() - began < 5
+    assert [entry["event"] for entry in logs].count("observability_exporter_exited") == 1
+    assert statsd.metrics("sluiceway.test.dropped") == []
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_the_exporter_runs_ddtrace_without_its_telemetry_unless_asked_for(
+    statsd: StatsdListener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ddtrace reads the variable at import, in the exporter: it is set there, and the
+    run's own environment is left alone."""
+    monkeypatch.delenv("DD_INSTRUMENTATION_TELEMETRY_ENABLED", raising=False)
+    seen = []
+    sections: list[dict[str, Any]] = [{}, {"instrumentation_telemetry": True}]
+    for section in sections:
+        config = ObservabilityConfig(
+            datadog=DatadogConfig(
+                agent_url="http://127.0.0.1:9",
+                metrics=False,
+                events=False,
+                exporter="process",
+                **section,
+            )
+        )
+        with build_hooks(config, pipeline="t") as hooks:
+            (backend,) = {getattr(close, "__self__", None) for close in hooks._closers}
+            assert isinstance(backend, ProcessTraceBackend)
+            assert backend.exporter._proc is not None
+            seen.append(
+                _environ(backend.exporter._proc.pid)["DD_INSTRUMENTATION_TELEMETRY_ENABLED"]
+            )
+    assert seen == ["false", "true"]
+    assert "DD_INSTRUMENTATION_TELEMETRY_ENABLED" not in os.environ
