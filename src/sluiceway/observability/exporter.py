@@ -46,8 +46,13 @@ _log = structlog.get_logger("sluiceway.observability")
 #: The child's program, run by path so that it does not import the sluiceway package.
 EXPORTER_SCRIPT = Path(__file__).with_name("_ddexport.py")
 
-#: Messages pickled per frame at most: one write per burst of calls.
-_FRAME = 1024
+#: Messages pickled per frame at most.
+_FRAME = 4096
+
+#: How long the writer lets calls gather before it pipes them, unless a flush or a
+#: close is waiting: one wake-up, one pickle and one write per interval, instead of
+#: one per call taking the GIL from the run's threads.
+GATHER_SECONDS = 0.05
 
 
 class ExporterProcess:
@@ -75,6 +80,7 @@ class ExporterProcess:
         self._gone = threading.Event()
         self._closing = False
         self._closed = threading.Event()
+        self._urgent = threading.Event()  # a flush or a close is queued
         self.unavailable: dict[str, str] = {}
         self._queue.put(("init", {"traces": traces, "statsd": statsd}))
         try:
@@ -115,6 +121,7 @@ class ExporterProcess:
             token = next(self._tokens)
             done = self._waiting[token] = threading.Event()
             self._queue.put(("flush", token))
+            self._urgent.set()
         if not done.wait(self.timeout):
             _log.warning("observability_flush_timed_out", seconds=self.timeout)
             return False
@@ -128,6 +135,7 @@ class ExporterProcess:
             self._closing = True
             self._queue.put(("close",))
             self._queue.put(None)
+            self._urgent.set()
         proc = self._proc
         if proc is None:
             return
@@ -149,6 +157,8 @@ class ExporterProcess:
         out = proc.stdin
         while True:
             first = self._queue.get()
+            if first is not None and self._urgent.wait(GATHER_SECONDS):
+                self._urgent.clear()
             frame = [first]
             while first is not None and len(frame) < _FRAME:
                 try:
