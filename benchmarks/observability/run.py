@@ -11,7 +11,10 @@ spec's ``observability:`` section:
 - ``off``: ``observability`` off (the default) — no vendor package imported;
 - ``on``: ``observability: {datadog: true}`` — ddtrace spans to a real trace agent
   (``ddapm-test-agent`` started here on 127.0.0.1), DogStatsD metrics and events to
-  a UDP listener in this process. Import of ddtrace and the final flush included.
+  a UDP listener in this process. Import of ddtrace and the final flush included;
+  with the default exporter (a child process that the run starts, feeds and waits
+  for), that child's CPU is in the run's CPU column too (``wait4`` counts the
+  descendants a process has waited for).
 
 The ratio ``on / off`` is the overhead (goal: under 1.05). After the runs the
 outputs are compared (same rows written) and the listener must have received a
