@@ -360,7 +360,13 @@ def test_public_names_are_pinned() -> None:
             "tag",
         ],
         otel: ["OtelTraceBackend", "otel_fields"],
-        exporter: ["EXPORTER_SCRIPT", "ExporterProcess", "ProcessStatsd", "ProcessTraceBackend"],
+        exporter: [
+            "EXPORTER_SCRIPT",
+            "ExporterProcess",
+            "ProcessStatsd",
+            "ProcessTraceBackend",
+            "shared_exporter",
+        ],
     }
     for module, names in expected.items():
         assert sorted(module.__all__) == sorted(names), module.__name__

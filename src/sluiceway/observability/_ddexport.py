@@ -138,12 +138,16 @@ def make_statsd(
     port: int | None,
     socket_path: str | None = None,
     constant_tags: Sequence[str] = (),
+    replaced_keys: Sequence[str] = (),
     flush_interval: float = 0.3,
     telemetry: bool = True,
 ) -> Any:
     """A buffered ``DogStatsd`` from module ``base``; ``constant_tags`` win over env tags.
 
     ``base`` is ``datadog.dogstatsd.base`` or ddtrace's copy (:data:`DDTRACE_DOGSTATSD`).
+    The tags the client adds itself from ``DD_*`` variables are dropped where
+    ``constant_tags`` or ``replaced_keys`` (tag keys a caller sends with each call)
+    name the same key.
     """
     client = base.DogStatsd(
         host=(None if base.__name__ != DDTRACE_DOGSTATSD else "localhost") if socket_path else host,
@@ -156,7 +160,7 @@ def make_statsd(
     # The client adds env:/service:/version: from DD_* variables itself; the
     # configured values (which default to those variables) replace them.
     ours = list(dict.fromkeys(constant_tags))
-    keys = {t.split(":", 1)[0] for t in ours}
+    keys = {t.split(":", 1)[0] for t in ours} | set(replaced_keys)
     inherited = [t for t in client.constant_tags if t.split(":", 1)[0] not in keys]
     client.constant_tags = inherited + ours
     return client

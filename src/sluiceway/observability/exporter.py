@@ -31,7 +31,7 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,13 @@ import structlog
 
 from sluiceway.observability.spans import new_span_id, new_trace_id
 
-__all__ = ["EXPORTER_SCRIPT", "ExporterProcess", "ProcessStatsd", "ProcessTraceBackend"]
+__all__ = [
+    "EXPORTER_SCRIPT",
+    "ExporterProcess",
+    "ProcessStatsd",
+    "ProcessTraceBackend",
+    "shared_exporter",
+]
 
 _log = structlog.get_logger("sluiceway.observability")
 
@@ -81,6 +87,7 @@ class ExporterProcess:
         self._closing = False
         self._closed = threading.Event()
         self._urgent = threading.Event()  # a flush or a close is queued
+        self._users = 0  # see shared_exporter / release
         self.unavailable: dict[str, str] = {}
         self._queue.put(("init", {"traces": traces, "statsd": statsd}))
         try:
@@ -126,6 +133,18 @@ class ExporterProcess:
             _log.warning("observability_flush_timed_out", seconds=self.timeout)
             return False
         return not self._gone.is_set()
+
+    def release(self) -> None:
+        """One user is done with this exporter (see :func:`shared_exporter`); the last
+        one closes it."""
+        with _shared_lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            for key, exporter in list(_shared.items()):
+                if exporter is self:
+                    del _shared[key]
+        self.close()
 
     def close(self) -> None:
         """Flush, stop the child and wait for it (up to ``timeout``). Idempotent."""
@@ -222,6 +241,42 @@ class ExporterProcess:
             _log.warning("observability_exporter_exited", returncode=code, where=where)
 
 
+_shared_lock = threading.Lock()
+_shared: dict[Any, ExporterProcess] = {}
+
+
+def shared_exporter(
+    *,
+    traces: Mapping[str, Any] | None,
+    statsd: Mapping[str, Any] | None,
+    environ: Mapping[str, str],
+    users: int = 1,
+) -> ExporterProcess:
+    """An exporter process for these settings, shared with the other users of the same.
+
+    A process that builds many pipelines (an Airflow worker, a notebook) gets one
+    exporter per distinct setting, not one per pipeline: what differs between
+    pipelines (their tags) travels with each call. The caller takes ``users``
+    references (one per object that will call :meth:`ExporterProcess.release`); the
+    last release closes it.
+    """
+    key = (_frozen(traces), _frozen(statsd), environ.get("DD_INSTRUMENTATION_TELEMETRY_ENABLED"))
+    with _shared_lock:
+        exporter = _shared.get(key)
+        if exporter is None or not exporter.alive:
+            exporter = _shared[key] = ExporterProcess(traces=traces, statsd=statsd, environ=environ)
+        exporter._users += users
+    return exporter
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
 class _Span:
     """A span as the run's process knows it: its ids."""
 
@@ -245,6 +300,7 @@ class ProcessTraceBackend:
         self.exporter = exporter
         self._fields = fields
         self.description = description
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"ProcessTraceBackend({self.description}, {self.exporter!r})"
@@ -290,27 +346,40 @@ class ProcessTraceBackend:
         self.exporter.flush()
 
     def close(self) -> None:
-        self.exporter.close()
+        """Flush; the exporter stops once its last user is done (see :func:`shared_exporter`)."""
+        if not self._closed:
+            self._closed = True
+            self.exporter.flush()
+            self.exporter.release()
 
 
 class ProcessStatsd:
     """A :class:`~sluiceway.observability.statsd.StatsdClient` whose datagrams the
-    exporter process sends (thread-safe: alert channels post from their own thread)."""
+    exporter process sends (thread-safe: alert channels post from their own thread).
 
-    def __init__(self, exporter: ExporterProcess) -> None:
+    ``constant_tags`` go with every metric and event (the exporter may serve several
+    pipelines, each with its own).
+    """
+
+    def __init__(self, exporter: ExporterProcess, constant_tags: Sequence[str] = ()) -> None:
         self.exporter = exporter
+        self.constant_tags = list(dict.fromkeys(constant_tags))
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"ProcessStatsd({self.exporter!r})"
 
+    def _tags(self, tags: list[str] | None) -> list[str] | None:
+        return [*self.constant_tags, *tags] if tags else list(self.constant_tags) or None
+
     def increment(self, metric: str, value: float = 1, tags: list[str] | None = None) -> None:
-        self.exporter.send(("statsd", "increment", (metric, value), {"tags": _copy(tags)}))
+        self.exporter.send(("statsd", "increment", (metric, value), {"tags": self._tags(tags)}))
 
     def gauge(self, metric: str, value: float, tags: list[str] | None = None) -> None:
-        self.exporter.send(("statsd", "gauge", (metric, value), {"tags": _copy(tags)}))
+        self.exporter.send(("statsd", "gauge", (metric, value), {"tags": self._tags(tags)}))
 
     def histogram(self, metric: str, value: float, tags: list[str] | None = None) -> None:
-        self.exporter.send(("statsd", "histogram", (metric, value), {"tags": _copy(tags)}))
+        self.exporter.send(("statsd", "histogram", (metric, value), {"tags": self._tags(tags)}))
 
     def event(
         self,
@@ -320,15 +389,19 @@ class ProcessStatsd:
         aggregation_key: str | None = None,
         tags: list[str] | None = None,
     ) -> None:
-        kwargs = {"alert_type": alert_type, "aggregation_key": aggregation_key, "tags": _copy(tags)}
+        kwargs = {
+            "alert_type": alert_type,
+            "aggregation_key": aggregation_key,
+            "tags": self._tags(tags),
+        }
         self.exporter.send(("statsd", "event", (title, message), kwargs))
 
     def flush(self) -> bool:
         return self.exporter.flush()
 
     def close(self) -> None:
-        self.exporter.close()
-
-
-def _copy(tags: list[str] | None) -> list[str] | None:
-    return list(tags) if tags else None
+        """Flush; the exporter stops once its last user is done (see :func:`shared_exporter`)."""
+        if not self._closed:
+            self._closed = True
+            self.exporter.flush()
+            self.exporter.release()

@@ -584,12 +584,11 @@ def _constant_tags(
     return [tag(k, v) for k, v in {**common, **dd.tags}.items() if v]
 
 
-def _start_exporter(
-    dd: DatadogSettings, *, traces: bool, statsd: bool, constant_tags: list[str]
-) -> Any:
-    """The exporter process for ``dd``'s traces and/or DogStatsD client, started now:
-    it imports the vendor package on the other core while the run starts."""
-    from sluiceway.observability.exporter import ExporterProcess
+def _start_exporter(dd: DatadogSettings, *, traces: bool, statsd: bool) -> Any:
+    """The exporter process for ``dd``'s traces and/or DogStatsD client, started now
+    (it imports the vendor package on the other core while the run starts), or the
+    one already serving the same settings in this process."""
+    from sluiceway.observability.exporter import shared_exporter
 
     environ = dict(os.environ)
     environ["DD_INSTRUMENTATION_TELEMETRY_ENABLED"] = str(dd.instrumentation_telemetry).lower()
@@ -608,9 +607,16 @@ def _start_exporter(
             "host": dd.statsd_host,
             "port": dd.statsd_port,
             "socket_path": dd.statsd_socket,
-            "constant_tags": constant_tags,
+            # The pipeline's tags go with each call (ProcessStatsd): the client
+            # drops its own DD_*-derived tags of the keys they carry.
+            "replaced_keys": sorted({"env", "service", "version", *dd.tags}),
         }
-    return ExporterProcess(traces=trace_options, statsd=statsd_options, environ=environ)
+    return shared_exporter(
+        traces=trace_options,
+        statsd=statsd_options,
+        environ=environ,
+        users=int(traces) + int(statsd),  # the span backend and the client each release
+    )
 
 
 def build_hooks(
@@ -655,12 +661,7 @@ def build_hooks(
         if dd.in_process(traces=dd_traces):
             _ddtrace_environment(dd)
         else:
-            exporter = _start_exporter(
-                dd,
-                traces=dd_traces,
-                statsd=dd_statsd,
-                constant_tags=_constant_tags(dd, pipeline, source_type, sink_type),
-            )
+            exporter = _start_exporter(dd, traces=dd_traces, statsd=dd_statsd)
 
     backend: Any = None
     if otel is not None:
@@ -729,7 +730,9 @@ def build_hooks(
         if exporter is not None:
             from sluiceway.observability.exporter import ProcessStatsd
 
-            client = ProcessStatsd(exporter)
+            client = ProcessStatsd(
+                exporter, constant_tags=_constant_tags(dd, pipeline, source_type, sink_type)
+            )
         else:
             module = _statsd_module(traces=dd_traces)
             constant = _constant_tags(dd, pipeline, source_type, sink_type)

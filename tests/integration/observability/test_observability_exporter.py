@@ -23,7 +23,12 @@ import structlog
 from tests.integration.observability.support import StatsdListener
 
 from sluiceway.observability.exporter import ExporterProcess, ProcessStatsd, ProcessTraceBackend
-from sluiceway.observability.setup import DatadogConfig, ObservabilityConfig, build_hooks
+from sluiceway.observability.setup import (
+    DatadogConfig,
+    ObservabilityConfig,
+    ObservabilityHooks,
+    build_hooks,
+)
 
 _CHILD = textwrap.dedent(
     """
@@ -204,3 +209,48 @@ def test_the_exporter_runs_ddtrace_without_its_telemetry_unless_asked_for(
             )
     assert seen == ["false", "true"]
     assert "DD_INSTRUMENTATION_TELEMETRY_ENABLED" not in os.environ
+
+
+def _client(hooks: ObservabilityHooks) -> ProcessStatsd:
+    owners = {getattr(close, "__self__", None) for close in hooks._closers}
+    (client,) = [owner for owner in owners if isinstance(owner, ProcessStatsd)]
+    return client
+
+
+def test_pipelines_with_the_same_settings_share_one_exporter(statsd: StatsdListener) -> None:
+    """A process that builds many pipelines starts one exporter, not one per pipeline;
+    each pipeline's metrics keep its own tags, and the last one closed stops it."""
+    config = ObservabilityConfig(
+        datadog=DatadogConfig(
+            traces=False,
+            events=False,
+            statsd_host="127.0.0.1",
+            statsd_port=statsd.port,
+            env="ci",
+            exporter="process",
+        )
+    )
+    first = build_hooks(config, pipeline="first", source_type="obs-rows", sink_type="s")
+    second = build_hooks(config, pipeline="second", source_type="obs-rows", sink_type="s")
+    a, b = _client(first), _client(second)
+    assert a.exporter is b.exporter
+    a.increment("sluiceway.test.shared", 1)
+    b.increment("sluiceway.test.shared", 2)
+    first.close()
+    assert b.exporter.alive  # still serving the second pipeline
+    b.increment("sluiceway.test.shared", 4)
+    second.close()
+    assert not b.exporter.alive
+    assert b.exporter._proc is not None
+    assert b.exporter._proc.poll() == 0
+    statsd.wait_for(lambda ds: sum(d.name == "sluiceway.test.shared" for d in ds) >= 3, 5)
+    assert statsd.total("sluiceway.test.shared", pipeline="first") == 1
+    assert statsd.total("sluiceway.test.shared", pipeline="second") == 6
+    for datagram in statsd.metrics("sluiceway.test.shared"):
+        assert [t for t in datagram.tags if t.startswith("env:")] == ["env:ci"]
+    # A new build after the last close starts a new exporter.
+    third = build_hooks(config, pipeline="third")
+    try:
+        assert _client(third).exporter is not a.exporter
+    finally:
+        third.close()
