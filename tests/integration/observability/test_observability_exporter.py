@@ -141,25 +141,32 @@ def test_an_exporter_that_cannot_load_ddtrace_warns_once_and_the_run_goes_on(
     assert statsd.metrics("sluiceway.test.after_failure")[0].tag("pipeline") == "x"
 
 
-def test_a_dead_exporter_fails_a_flush_at_once_and_drops_what_follows(
-    statsd: StatsdListener,
-) -> None:
-    config = ObservabilityConfig(
+def _metrics_only(statsd: StatsdListener, **settings: Any) -> ObservabilityConfig:
+    return ObservabilityConfig(
         datadog=DatadogConfig(
             traces=False,
             events=False,
             statsd_host="127.0.0.1",
             statsd_port=statsd.port,
             exporter="process",
+            **settings,
         )
     )
+
+
+def _client(hooks: ObservabilityHooks) -> ProcessStatsd:
+    owners = {getattr(close, "__self__", None) for close in hooks._closers}
+    (client,) = [owner for owner in owners if isinstance(owner, ProcessStatsd)]
+    return client
+
+
+def test_a_dead_exporter_fails_a_flush_at_once_and_drops_what_follows(
+    statsd: StatsdListener,
+) -> None:
+    config = _metrics_only(statsd)
     with structlog.testing.capture_logs() as logs:
         hooks = build_hooks(config, pipeline="dies")
-        (client,) = {
-            c.__self__
-            for c in hooks._closers
-            if isinstance(getattr(c, "__self__", None), ProcessStatsd)
-        }
+        client = _client(hooks)
         exporter = client.exporter
         assert exporter.flush()
         assert exporter._proc is not None
@@ -211,25 +218,10 @@ def test_the_exporter_runs_ddtrace_without_its_telemetry_unless_asked_for(
     assert "DD_INSTRUMENTATION_TELEMETRY_ENABLED" not in os.environ
 
 
-def _client(hooks: ObservabilityHooks) -> ProcessStatsd:
-    owners = {getattr(close, "__self__", None) for close in hooks._closers}
-    (client,) = [owner for owner in owners if isinstance(owner, ProcessStatsd)]
-    return client
-
-
 def test_pipelines_with_the_same_settings_share_one_exporter(statsd: StatsdListener) -> None:
     """A process that builds many pipelines starts one exporter, not one per pipeline;
     each pipeline's metrics keep its own tags, and the last one closed stops it."""
-    config = ObservabilityConfig(
-        datadog=DatadogConfig(
-            traces=False,
-            events=False,
-            statsd_host="127.0.0.1",
-            statsd_port=statsd.port,
-            env="ci",
-            exporter="process",
-        )
-    )
+    config = _metrics_only(statsd, env="ci")
     first = build_hooks(config, pipeline="first", source_type="obs-rows", sink_type="s")
     second = build_hooks(config, pipeline="second", source_type="obs-rows", sink_type="s")
     a, b = _client(first), _client(second)
