@@ -34,7 +34,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from benchmarks.harness import Contender, markdown_table, run_contenders, save_results
@@ -104,6 +104,7 @@ def bench(
     partitions: int,
     backends: Sequence[str],
     only: set[str],
+    targets: Collection[str] = ("parquet", "postgres"),
 ) -> str:
     env = {
         "PYTHONDONTWRITEBYTECODE": "",
@@ -215,9 +216,11 @@ def bench(
 
     sections = []
     for title, group, check in (
-        ("to Parquet", to_parquet, verify_parquet),
-        ("to PostgreSQL", to_postgres, verify_postgres),
+        ("to Parquet", to_parquet if "parquet" in targets else [], verify_parquet),
+        ("to PostgreSQL", to_postgres if "postgres" in targets else [], verify_postgres),
     ):
+        if not group:
+            continue
         chosen = [c for c in group if not only or c.name in only or c.name.endswith("floor")]
         results = run_contenders(
             chosen, runs=runs, prepare=prepare, verify=check, server=_backend_of_bench_db
@@ -305,11 +308,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/sluiceway-bench-postgres"))
     parser.add_argument("--only", default="", help="contenders to run (floors always run)")
+    parser.add_argument(
+        "--to", default="parquet,postgres", help="targets to measure: parquet, postgres or both"
+    )
     args = parser.parse_args(argv)
     only = {name for name in args.only.split(",") if name}
     backends = [b for b in args.dlt_backends.split(",") if b]
     sections = [
-        bench(int(rows), args.runs, args.workdir, args.partitions, backends, only)
+        bench(
+            int(rows),
+            args.runs,
+            args.workdir,
+            args.partitions,
+            backends,
+            only,
+            {name for name in args.to.split(",") if name},
+        )
         for rows in args.rows.split(",")
     ]
     if args.slow_rows and (not only or "dlt-sqlalchemy" in only):

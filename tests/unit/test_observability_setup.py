@@ -54,6 +54,45 @@ def test_traces_go_to_one_exporter() -> None:
     assert both.datadog_config is not None and both.opentelemetry_config is not None
 
 
+@pytest.mark.parametrize(
+    ("executable", "frozen", "exporter", "traces_imported", "in_process"),
+    [
+        ("/venv/bin/python3.12", False, "auto", False, False),  # the exporter process
+        ("/venv/bin/python3.12", False, "auto", True, True),  # ddtrace-run: join its trace
+        ("/venv/bin/python3.12", False, "process", True, False),
+        ("/venv/bin/python3.12", False, "thread", False, True),
+        ("/usr/bin/uwsgi", False, "auto", False, True),  # an embedding server
+        ("/usr/bin/uwsgi", False, "process", False, True),  # cannot: warns, in process
+        ("/app/dist/pipeline", True, "auto", False, True),  # a frozen application
+    ],
+)
+def test_where_the_datadog_clients_run(
+    monkeypatch: pytest.MonkeyPatch,
+    executable: str,
+    frozen: bool,
+    exporter: str,
+    traces_imported: bool,
+    in_process: bool,
+) -> None:
+    import structlog
+
+    monkeypatch.setattr(sys, "executable", executable)
+    if frozen:
+        monkeypatch.setattr(sys, "frozen", True, raising=False)
+    if traces_imported:
+        monkeypatch.setitem(sys.modules, "ddtrace", sys.modules.get("ddtrace") or object())
+    else:
+        monkeypatch.delitem(sys.modules, "ddtrace", raising=False)
+    settings = DatadogConfig(exporter=exporter).resolve({})  # type: ignore[arg-type]
+    with structlog.testing.capture_logs() as logs:
+        assert settings.in_process(traces=True) is in_process
+    warned = [entry["event"] for entry in logs]
+    if exporter == "process" and executable.endswith("uwsgi"):
+        assert warned == ["observability_exporter_in_process"]
+    else:
+        assert warned == []
+
+
 def test_datadog_settings_come_from_the_standard_environment() -> None:
     env = {
         "DD_SERVICE": "orders",

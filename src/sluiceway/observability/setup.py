@@ -50,6 +50,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from sluiceway.core.errors import MissingExtraError
@@ -59,6 +60,8 @@ if TYPE_CHECKING:
     from sluiceway.observability.spans import SpanBackend
 
 T = TypeVar("T")
+
+_log = structlog.get_logger("sluiceway.observability")
 
 #: What ``exporter: auto`` looks for in ``sys.modules``: for traces, and for metrics alone.
 DDTRACE_MODULE = "ddtrace"
@@ -209,10 +212,27 @@ class DatadogSettings:
 
     def in_process(self, *, traces: bool) -> bool:
         """Whether ddtrace / ``datadog`` run in this process (``exporter``, and for
-        ``auto`` whether the module the run needs is imported already)."""
-        if self.exporter != "auto":
-            return self.exporter == "thread"
+        ``auto`` whether the module the run needs is imported already, or whether
+        this process can start a Python interpreter at all)."""
+        if self.exporter == "thread":
+            return True
+        if not can_start_python():
+            if self.exporter == "process":
+                _log.warning(
+                    "observability_exporter_in_process",
+                    reason=f"sys.executable ({sys.executable!r}) is not a Python interpreter",
+                )
+            return True
+        if self.exporter == "process":
+            return False
         return (DDTRACE_MODULE if traces else DATADOG_DOGSTATSD) in sys.modules
+
+
+def can_start_python() -> bool:
+    """Whether ``sys.executable`` can run the exporter process: not a frozen application
+    and not an embedding server (uWSGI, mod_wsgi), whose executable is not Python's."""
+    name = os.path.basename(sys.executable or "").lower()
+    return not getattr(sys, "frozen", False) and name.startswith(("python", "pypy"))
 
 
 class OpenTelemetryConfig(_Section):
