@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import pickle
 import queue
 import subprocess
@@ -88,6 +89,9 @@ class ExporterProcess:
         self._closed = threading.Event()
         self._urgent = threading.Event()  # a flush or a close is queued
         self._users = 0  # see shared_exporter / release
+        # A forked copy of this process has neither the pipe's threads nor the child:
+        # there every call is a no-op (see _forked).
+        self._pid = os.getpid()
         self.unavailable: dict[str, str] = {}
         self._queue.put(("init", {"traces": traces, "statsd": statsd}))
         try:
@@ -113,17 +117,20 @@ class ExporterProcess:
 
     @property
     def alive(self) -> bool:
-        return not (self._gone.is_set() or self._closing)
+        return not (self._gone.is_set() or self._closing or self._forked())
+
+    def _forked(self) -> bool:
+        return os.getpid() != self._pid
 
     def send(self, message: tuple[Any, ...]) -> None:
         """Queue ``message`` for the child (never blocks; dropped once it is gone)."""
-        if not self._gone.is_set():
+        if not self._gone.is_set() and not self._forked():
             self._queue.put(message)
 
     def flush(self) -> bool:
         """Wait until the child has sent everything queued so far; False if it could not."""
         with self._lock:
-            if self._gone.is_set() or self._closing:
+            if self._gone.is_set() or self._closing or self._forked():
                 return False
             token = next(self._tokens)
             done = self._waiting[token] = threading.Event()
@@ -149,7 +156,7 @@ class ExporterProcess:
     def close(self) -> None:
         """Flush, stop the child and wait for it (up to ``timeout``). Idempotent."""
         with self._lock:
-            if self._closing:
+            if self._closing or self._forked():
                 return
             self._closing = True
             self._queue.put(("close",))

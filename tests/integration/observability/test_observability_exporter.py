@@ -246,3 +246,32 @@ def test_pipelines_with_the_same_settings_share_one_exporter(statsd: StatsdListe
         assert _client(third).exporter is not a.exporter
     finally:
         third.close()
+
+
+def test_a_forked_copy_of_the_run_s_process_leaves_the_exporter_alone(
+    statsd: StatsdListener,
+) -> None:
+    """A fork (multiprocessing) has neither the pipe's threads nor the child: its calls
+    and its close return at once and touch nothing; the parent's exporter goes on."""
+    hooks = build_hooks(_metrics_only(statsd), pipeline="forked")
+    client = _client(hooks)
+    assert client.exporter.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the forked copy
+        code = 1
+        try:
+            began = time.monotonic()
+            client.increment("sluiceway.test.from_fork")
+            refused = client.exporter.flush() is False and not client.exporter.alive
+            hooks.close()
+            code = 0 if refused and time.monotonic() - began < 2 else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert client.exporter.alive
+    client.increment("sluiceway.test.after_fork", 3)
+    hooks.close()
+    statsd.wait_for(lambda ds: any(d.name == "sluiceway.test.after_fork" for d in ds), 5)
+    assert statsd.total("sluiceway.test.after_fork") == 3
+    assert statsd.metrics("sluiceway.test.from_fork") == []
