@@ -220,7 +220,7 @@ class DatadogSettings:
             if self.exporter == "process":
                 _log.warning(
                     "observability_exporter_in_process",
-                    reason=f"sys.executable ({sys.executable!r}) is not a Python interpreter",
+                    reason=f"sys.executable ({sys.executable!r}) cannot run the exporter",
                 )
             return True
         if self.exporter == "process":
@@ -229,10 +229,15 @@ class DatadogSettings:
 
 
 def can_start_python() -> bool:
-    """Whether ``sys.executable`` can run the exporter process: not a frozen application
-    and not an embedding server (uWSGI, mod_wsgi), whose executable is not Python's."""
+    """Whether ``sys.executable`` can run the exporter process: not a frozen application,
+    not an embedding server (uWSGI, mod_wsgi) whose executable is not Python's, and the
+    exporter's program is a file on disk (not inside a zip)."""
     name = os.path.basename(sys.executable or "").lower()
-    return not getattr(sys, "frozen", False) and name.startswith(("python", "pypy"))
+    return (
+        not getattr(sys, "frozen", False)
+        and name.startswith(("python", "pypy"))
+        and Path(__file__).with_name("_ddexport.py").is_file()
+    )
 
 
 class OpenTelemetryConfig(_Section):
