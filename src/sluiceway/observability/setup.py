@@ -232,11 +232,13 @@ def can_start_python() -> bool:
     """Whether ``sys.executable`` can run the exporter process: not a frozen application,
     not an embedding server (uWSGI, mod_wsgi) whose executable is not Python's, and the
     exporter's program is a file on disk (not inside a zip)."""
+    from sluiceway.observability.exporter import EXPORTER_SCRIPT
+
     name = os.path.basename(sys.executable or "").lower()
     return (
         not getattr(sys, "frozen", False)
         and name.startswith(("python", "pypy"))
-        and Path(__file__).with_name("_ddexport.py").is_file()
+        and EXPORTER_SCRIPT.is_file()
     )
 
 
@@ -445,17 +447,19 @@ def _flag(value: str | None, default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def _ddtrace_environment(dd: DatadogSettings) -> None:
+def _ddtrace_environment(dd: DatadogSettings, environ: dict[str, str] | None = None) -> None:
     """Settings ddtrace reads once, at import: written to the environment before it loads.
 
-    Only ``DD_INSTRUMENTATION_TELEMETRY_ENABLED``, and only while ddtrace is not imported
+    Only ``DD_INSTRUMENTATION_TELEMETRY_ENABLED``. ``environ`` is the exporter process's
+    environment; without it, this process's, and only while ddtrace is not imported
     (under ``ddtrace-run`` its configuration stands). With it on, ddtrace polls
     ``sys.modules`` for the package list it reports, a measurable cost in a short run.
     """
-    if "ddtrace" not in sys.modules:
-        os.environ["DD_INSTRUMENTATION_TELEMETRY_ENABLED"] = str(
-            dd.instrumentation_telemetry
-        ).lower()
+    value = str(dd.instrumentation_telemetry).lower()
+    if environ is not None:
+        environ["DD_INSTRUMENTATION_TELEMETRY_ENABLED"] = value
+    elif "ddtrace" not in sys.modules:
+        os.environ["DD_INSTRUMENTATION_TELEMETRY_ENABLED"] = value
 
 
 #: Where ddtrace's module watchdog caches a module's resolved file
@@ -616,7 +620,7 @@ def _start_exporter(dd: DatadogSettings, *, traces: bool, statsd: bool) -> Any:
     from sluiceway.observability.exporter import shared_exporter
 
     environ = dict(os.environ)
-    environ["DD_INSTRUMENTATION_TELEMETRY_ENABLED"] = str(dd.instrumentation_telemetry).lower()
+    _ddtrace_environment(dd, environ)
     trace_options = None
     if traces:
         trace_options = {
