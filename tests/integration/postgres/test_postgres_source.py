@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import threading
 from pathlib import Path
 
@@ -59,6 +61,29 @@ def test_every_type_reaches_parquet_as_mapped(pg: Pg, home: Path, tmp_path: Path
     # The PostgreSQL type travels in the field metadata, for a PostgreSQL sink to reuse.
     assert table.schema.field("u").metadata[b"sluiceway.postgres.type"] == b"uuid"
     assert table.schema.field("n").metadata[b"sluiceway.postgres.type"] == b"numeric(12,2)"
+
+
+def test_the_driver_library_can_be_chosen(pg: Pg, home: Path, tmp_path: Path) -> None:
+    """``adbc_driver`` loads that build of the driver (an optimised one, say) for the reads."""
+    import adbc_driver_postgresql
+
+    library = tmp_path / "drivers" / "libadbc_driver_postgresql.so"
+    library.parent.mkdir()
+    shutil.copy(adbc_driver_postgresql._driver_path(), library)
+    create_all_types(pg)
+    connection = dataclasses.replace(pg.connection(), adbc_driver=str(library))
+    extractor = PostgresExtractor(connection, table=pg.table("all_types"), batch_size=2)
+    metrics = run("driver", extractor, ParquetLoader(tmp_path / "out"), home)
+
+    assert (metrics.read, metrics.written, metrics.dead_lettered) == (3, 3, 0)
+    assert pq.read_table(tmp_path / "out").sort_by("id").to_pylist() == all_types_expected()
+    assert str(library) in Path("/proc/self/maps").read_text()  # this copy did the reading
+
+    missing = dataclasses.replace(connection, adbc_driver=str(tmp_path / "nowhere.so"))
+    extractor = PostgresExtractor(missing, table=pg.table("all_types"))
+    with pytest.raises(Exception, match=r"adbc_driver: no driver library at .*nowhere\.so") as info:
+        run("driver", extractor, ListLoader(), home / "missing")
+    assert isinstance(info.value.__cause__, SourceError)
 
 
 def test_unconstrained_numeric_misfits_are_dead_lettered_with_their_value(

@@ -42,8 +42,10 @@ def test_a_spec_builds_source_sink_and_state(tmp_path: Path) -> None:
           incremental: {{cursor: updated_at, lag: 5m}}
           partitions: 4
           sslrootcert: certs/ca.pem
+          adbc_driver: drivers/libadbc_driver_postgresql.so
         sink:
           type: postgres
+          adbc_driver: adbc_driver_postgresql
           host: warehouse
           password: {SECRET}
           dbname: dw
@@ -60,7 +62,12 @@ def test_a_spec_builds_source_sink_and_state(tmp_path: Path) -> None:
     assert isinstance(source, PostgresExtractor)
     assert (source.cursor, source.lag, source.partitions) == ("updated_at", 300.0, 4)
     assert source.connection.sslrootcert == str(tmp_path / "certs" / "ca.pem")
+    # A driver path is relative to the spec file; a name is left to the driver manager.
+    assert source.connection.adbc_driver == str(
+        tmp_path / "drivers" / "libadbc_driver_postgresql.so"
+    )
     assert isinstance(sink, PostgresLoader)
+    assert sink.connection.adbc_driver == "adbc_driver_postgresql"
     assert (sink.mode, sink.keys, sink.order_by) == ("merge", ["id"], "updated_at")
     assert isinstance(state, PostgresStateStore)
     described = " ".join(

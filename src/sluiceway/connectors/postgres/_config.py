@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from sluiceway.connectors.postgres._connection import PostgresConnection
+from sluiceway.connectors.postgres._connection import PostgresConnection, names_a_file
 from sluiceway.core.batch import HIDDEN_PREFIX
 from sluiceway.core.errors import ConfigError
 from sluiceway.engines.types import parse_type
@@ -58,6 +58,12 @@ class PostgresConnectionConfig(BaseModel):
         default_factory=dict,
         description="other libpq keywords, e.g. {target_session_attrs: read-write}",
     )
+    adbc_driver: str | None = Field(
+        None,
+        description="ADBC PostgreSQL driver for bulk reads and writes: a path to its shared "
+        "library (relative to the spec file) or a name the ADBC driver manager resolves; "
+        "default: the adbc-driver-postgresql package's",
+    )
 
     def connection(self, ctx: BuildContext | None = None) -> PostgresConnection:
         """The connection these keys describe (TLS file paths relative to the spec file)."""
@@ -78,6 +84,11 @@ class PostgresConnectionConfig(BaseModel):
             sslkey=path(self.sslkey),
             connect_timeout=self.connect_timeout,
             params=dict(self.params),
+            adbc_driver=(
+                path(self.adbc_driver)
+                if self.adbc_driver is not None and names_a_file(self.adbc_driver)
+                else self.adbc_driver
+            ),
         )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
@@ -39,6 +40,7 @@ __all__ = [
     "db_message",
     "is_connection_error",
     "is_row_error",
+    "names_a_file",
     "sqlstate",
     "translate",
     "translate_stream",
@@ -79,6 +81,10 @@ class PostgresConnection:
     connect_timeout: int | None = 10
     application_name: str = "sluiceway"
     params: Mapping[str, str] = field(default_factory=dict)
+    adbc_driver: str | None = None
+    """The ADBC PostgreSQL driver to load for bulk reads and writes: a path to its shared
+    library, or a name the ADBC driver manager resolves. None: the one the
+    ``adbc-driver-postgresql`` package ships."""
 
     def conninfo(self, **overrides: str) -> str:
         """The libpq connection string (``key=value`` form), secrets included."""
@@ -130,15 +136,26 @@ def connect_psycopg(
     return con
 
 
+def names_a_file(driver: str) -> bool:
+    """Whether an ``adbc_driver`` value is a path (not a name the driver manager resolves)."""
+    return "/" in driver or "\\" in driver
+
+
 def connect_adbc(
     connection: PostgresConnection, *, error: type[FatalError], what: str
 ) -> tuple[adbc_driver_manager.AdbcDatabase, adbc_driver_manager.AdbcConnection]:
     """Open an ADBC PostgreSQL connection (autocommit on) for bulk reads and writes."""
-    driver = require("adbc_driver_postgresql", extra=_EXTRA, what=what)
     manager = require("adbc_driver_manager", extra=_EXTRA, what=what)
     database: adbc_driver_manager.AdbcDatabase | None = None
+    library = connection.adbc_driver
+    if library is not None and names_a_file(library) and not Path(library).is_file():
+        raise error(f"adbc_driver: no driver library at {library}")
     try:
-        database = driver.connect(connection.conninfo())
+        if library is None:
+            driver = require("adbc_driver_postgresql", extra=_EXTRA, what=what)
+            database = driver.connect(connection.conninfo())
+        else:
+            database = manager.AdbcDatabase(driver=library, uri=connection.conninfo())
         return database, manager.AdbcConnection(database)
     except manager.Error as exc:
         if database is not None:
