@@ -9,6 +9,8 @@ to Parquet
 - ``copy-floor``: ``psql -c "COPY … TO STDOUT (FORMAT binary)"`` into /dev/null — the
   server's cost of handing the rows over, with no decoding at all;
 - ``sluiceway``: ``sluiceway run`` of a spec ``postgres`` source → ``parquet`` sink;
+- ``sluiceway-driver`` (with ``--adbc-driver PATH``): the same, its source reading
+  through that build of the ADBC PostgreSQL driver (``adbc_driver:``);
 - ``dlt-<backend>``: dlt's ``sql_table`` with ``--dlt-backends`` (connectorx, pyarrow)
   into its filesystem destination as Parquet;
 - ``pandas``: ``pandas.read_sql(chunksize=100000)`` on a streaming cursor, ``to_parquet``
@@ -105,6 +107,7 @@ def bench(
     backends: Sequence[str],
     only: set[str],
     targets: Collection[str] = ("parquet", "postgres"),
+    adbc_driver: Path | None = None,
 ) -> str:
     env = {
         "PYTHONDONTWRITEBYTECODE": "",
@@ -128,6 +131,17 @@ def bench(
             home=out / "sluiceway-home",
         )
     )
+    driver_spec = workdir / "to-parquet-driver.yaml"
+    if adbc_driver is not None:  # the same run, reading through another build of the driver
+        driver_spec.write_text(
+            PARQUET_SPEC.format(
+                table=source,
+                batch_size=BATCH_SIZE,
+                partitions=partitions,
+                target=out / "sluiceway-driver",
+                home=out / "sluiceway-driver-home",
+            ).replace("source:\n", f"source:\n  adbc_driver: {adbc_driver.resolve()}\n")
+        )
     pg_spec = workdir / "to-postgres.yaml"
     pg_spec.write_text(
         POSTGRES_SPEC.format(
@@ -147,6 +161,18 @@ def bench(
             [py, "-m", "sluiceway", "run", str(parquet_spec), "--quiet"],
             env=quiet,
             cwd=str(ROOT),
+        ),
+        *(
+            [
+                Contender(
+                    "sluiceway-driver",
+                    [py, "-m", "sluiceway", "run", str(driver_spec), "--quiet"],
+                    env=quiet,
+                    cwd=str(ROOT),
+                )
+            ]
+            if adbc_driver is not None
+            else []
         ),
         *[
             Contender(
@@ -311,6 +337,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--to", default="parquet,postgres", help="targets to measure: parquet, postgres or both"
     )
+    parser.add_argument(
+        "--adbc-driver",
+        type=Path,
+        help="also run sluiceway → Parquet reading through this build of the ADBC PostgreSQL "
+        "driver (contender sluiceway-driver)",
+    )
     args = parser.parse_args(argv)
     only = {name for name in args.only.split(",") if name}
     backends = [b for b in args.dlt_backends.split(",") if b]
@@ -323,6 +355,7 @@ def main(argv: list[str] | None = None) -> None:
             backends,
             only,
             {name for name in args.to.split(",") if name},
+            args.adbc_driver,
         )
         for rows in args.rows.split(",")
     ]

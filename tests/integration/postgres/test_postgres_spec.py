@@ -78,6 +78,28 @@ def test_a_spec_builds_source_sink_and_state(tmp_path: Path) -> None:
     assert state.describe().startswith("postgresql://state@statedb/ops table sluiceway_state")
 
 
+def test_an_empty_adbc_driver_means_the_packaged_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``adbc_driver: ${VAR:-}`` lets an image set the driver for every spec, or not."""
+    body = """
+        version: 1
+        name: orders
+        source: {type: postgres, table: t, adbc_driver: "${ADBC_DRIVER:-}"}
+        sink: {type: parquet, path: out}
+        """
+    monkeypatch.delenv("ADBC_DRIVER", raising=False)
+    loaded, base = load_spec(write(tmp_path, body))
+    pipeline = build_pipeline(loaded, base_dir=base)
+    assert isinstance(pipeline.extractor, PostgresExtractor)
+    assert pipeline.extractor.connection.adbc_driver is None
+    monkeypatch.setenv("ADBC_DRIVER", "/opt/adbc/libadbc_driver_postgresql.so")
+    loaded, base = load_spec(write(tmp_path, body))
+    pipeline = build_pipeline(loaded, base_dir=base)
+    assert isinstance(pipeline.extractor, PostgresExtractor)
+    assert pipeline.extractor.connection.adbc_driver == "/opt/adbc/libadbc_driver_postgresql.so"
+
+
 @pytest.mark.parametrize(
     ("source", "sink", "message"),
     [

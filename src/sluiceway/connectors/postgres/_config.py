@@ -62,8 +62,14 @@ class PostgresConnectionConfig(BaseModel):
         None,
         description="ADBC PostgreSQL driver for bulk reads and writes: a path to its shared "
         "library (relative to the spec file) or a name the ADBC driver manager resolves; "
-        "default: the adbc-driver-postgresql package's",
+        "default (also when empty): the adbc-driver-postgresql package's",
     )
+
+    @field_validator("adbc_driver")
+    @classmethod
+    def _default_when_empty(cls, value: str | None) -> str | None:
+        # ``adbc_driver: ${ADBC_DRIVER:-}``: an image may set it for every spec, or not.
+        return value or None
 
     def connection(self, ctx: BuildContext | None = None) -> PostgresConnection:
         """The connection these keys describe (TLS file paths relative to the spec file)."""
