@@ -121,27 +121,23 @@ def bench(
     floor_target = f"bench_floor_{rows}"
     out = workdir / "out"
     py = sys.executable
-    parquet_spec = workdir / "to-parquet.yaml"
-    parquet_spec.write_text(
-        PARQUET_SPEC.format(
+
+    def write_parquet_spec(name: str, driver: Path | None = None) -> Path:
+        spec = workdir / f"to-parquet{'-driver' if driver else ''}.yaml"
+        text = PARQUET_SPEC.format(
             table=source,
             batch_size=BATCH_SIZE,
             partitions=partitions,
-            target=out / "sluiceway",
-            home=out / "sluiceway-home",
+            target=out / name,
+            home=out / f"{name}-home",
         )
-    )
-    driver_spec = workdir / "to-parquet-driver.yaml"
-    if adbc_driver is not None:  # the same run, reading through another build of the driver
-        driver_spec.write_text(
-            PARQUET_SPEC.format(
-                table=source,
-                batch_size=BATCH_SIZE,
-                partitions=partitions,
-                target=out / "sluiceway-driver",
-                home=out / "sluiceway-driver-home",
-            ).replace("source:\n", f"source:\n  adbc_driver: {adbc_driver.resolve()}\n")
-        )
+        if driver is not None:  # the same run, reading through another build of the driver
+            text = text.replace("source:\n", f"source:\n  adbc_driver: {driver.resolve()}\n")
+        spec.write_text(text)
+        return spec
+
+    parquet_spec = write_parquet_spec("sluiceway")
+    driver_spec = write_parquet_spec("sluiceway-driver", adbc_driver) if adbc_driver else None
     pg_spec = workdir / "to-postgres.yaml"
     pg_spec.write_text(
         POSTGRES_SPEC.format(
@@ -171,7 +167,7 @@ def bench(
                     cwd=str(ROOT),
                 )
             ]
-            if adbc_driver is not None
+            if driver_spec is not None
             else []
         ),
         *[
