@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -84,6 +87,28 @@ def test_the_driver_library_can_be_chosen(pg: Pg, home: Path, tmp_path: Path) ->
     with pytest.raises(Exception, match=r"adbc_driver: no driver library at .*nowhere\.so") as info:
         run("driver", extractor, ListLoader(), home / "missing")
     assert isinstance(info.value.__cause__, SourceError)
+
+
+def test_a_new_process_reads_the_source_end_to_end(pg: Pg, tmp_path: Path) -> None:
+    """``sluiceway run`` in a fresh interpreter, where psycopg and the ADBC driver are
+    first imported when the source opens: in-process tests have them imported already."""
+    make_events(pg, 1000)
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(
+        f"version: 1\nname: fresh\n"
+        f'source: {{type: postgres, dsn: "${{PG_DSN}}", table: {pg.table("events")}}}\n'
+        "sink: {type: parquet, path: out}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "sluiceway", "run", str(spec), "--quiet"],
+        env={**os.environ, "PG_DSN": pg.dsn},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert pq.read_table(tmp_path / "out").num_rows == 1000
 
 
 def test_unconstrained_numeric_misfits_are_dead_lettered_with_their_value(

@@ -30,8 +30,14 @@ from sluiceway.core.errors import (
 from sluiceway.plugins import require
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     import adbc_driver_manager
     import psycopg
+
+    AdbcHandles: TypeAlias = tuple[
+        adbc_driver_manager.AdbcDatabase, adbc_driver_manager.AdbcConnection
+    ]
 
 __all__ = [
     "PostgresConnection",
@@ -143,7 +149,7 @@ def names_a_file(driver: str) -> bool:
 
 def connect_adbc(
     connection: PostgresConnection, *, error: type[FatalError], what: str
-) -> tuple[adbc_driver_manager.AdbcDatabase, adbc_driver_manager.AdbcConnection]:
+) -> AdbcHandles:
     """Open an ADBC PostgreSQL connection (autocommit on) for bulk reads and writes."""
     manager = require("adbc_driver_manager", extra=_EXTRA, what=what)
     database: adbc_driver_manager.AdbcDatabase | None = None

@@ -59,8 +59,9 @@ from sluiceway.core.retry import RetryExhaustedError, RetryPolicy, call_with_ret
 from sluiceway.core.stages import BaseLoader, LoadResult, RowRejection, SinkContext
 
 if TYPE_CHECKING:
-    import adbc_driver_manager
     import psycopg
+
+    from sluiceway.connectors.postgres._connection import AdbcHandles
 
 __all__ = ["PostgresLoader"]
 
@@ -116,9 +117,7 @@ class PostgresLoader(BaseLoader[dict[str, Any]]):
         self.isolation_budget = isolation_budget
         self.reconnect = reconnect or RetryPolicy(attempts=5, initial_delay=0.5, max_delay=10.0)
         self._pg: psycopg.Connection[Any] | None = None
-        self._adbc: (
-            tuple[adbc_driver_manager.AdbcDatabase, adbc_driver_manager.AdbcConnection] | None
-        ) = None
+        self._adbc: AdbcHandles | None = None
         self._table: Target | None = None
         self._copy_schema: pa.Schema | None = None
         self._copy_columns: list[Column] = []
@@ -515,9 +514,7 @@ class PostgresLoader(BaseLoader[dict[str, Any]]):
             )
         return self._pg
 
-    def _adbc_connection(
-        self,
-    ) -> tuple[adbc_driver_manager.AdbcDatabase, adbc_driver_manager.AdbcConnection]:
+    def _adbc_connection(self) -> AdbcHandles:
         if self._adbc is None:
             self._adbc = connect_adbc(self.connection, error=SinkError, what=_WHAT)
             self._copy_schema = None
