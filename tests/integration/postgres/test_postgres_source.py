@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -68,11 +68,10 @@ def test_every_type_reaches_parquet_as_mapped(pg: Pg, home: Path, tmp_path: Path
 
 def test_the_driver_library_can_be_chosen(pg: Pg, home: Path, tmp_path: Path) -> None:
     """``adbc_driver`` loads that build of the driver (an optimised one, say) for the reads."""
-    import adbc_driver_postgresql
-
+    packaged = importlib.resources.files("adbc_driver_postgresql") / "libadbc_driver_postgresql.so"
     library = tmp_path / "drivers" / "libadbc_driver_postgresql.so"
     library.parent.mkdir()
-    shutil.copy(adbc_driver_postgresql._driver_path(), library)
+    library.write_bytes(packaged.read_bytes())
     create_all_types(pg)
     connection = dataclasses.replace(pg.connection(), adbc_driver=str(library))
     extractor = PostgresExtractor(connection, table=pg.table("all_types"), batch_size=2)
